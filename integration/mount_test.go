@@ -1,0 +1,306 @@
+package integration
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// mountKind says which filesystem a testMount is.
+type mountKind string
+
+const (
+	kernelKind mountKind = "kernel" // kernel overlayfs
+	fuseKind   mountKind = "cowfs"  // the FUSE program: cowfs or $COWFS_TEST_PROG
+)
+
+// kernelOptions pins the kernel features cowfs does not implement, so that
+// the kernel's upper directory is comparable.
+const kernelOptions = "redirect_dir=off,index=off,metacopy=off"
+
+// testMount is one live overlay mount over fresh layer directories.
+type testMount struct {
+	t      testing.TB
+	kind   mountKind
+	dir    string   // the merged view
+	lowers []string // topmost first
+	upper  string
+	work   string
+	// logPath is the daemon's debug log (only with -v).
+	logPath string
+	// daemon is the foreground daemon started under -v, nil otherwise.
+	daemon  *exec.Cmd
+	mounted bool
+}
+
+// mountOpts are per-mount choices of the harness.
+type mountOpts struct {
+	// tmpfsLayers puts every layer (and upper+work) on its own fresh tmpfs,
+	// so that inode numbers collide between layers.
+	tmpfsLayers bool
+}
+
+// newTestMount writes the layers (lowers topmost first, then the upper as the
+// last argument) into fresh directories and mounts them as kind. The mount is
+// undone in t.Cleanup, also when the test fails.
+func newTestMount(t testing.TB, kind mountKind, layers ...layer) *testMount {
+	return newTestMountOpts(t, kind, mountOpts{}, layers...)
+}
+
+func newTestMountOpts(t testing.TB, kind mountKind, o mountOpts, layers ...layer) *testMount {
+	t.Helper()
+	requireMounts(t)
+	if len(layers) < 2 {
+		t.Fatalf("newTestMount needs at least one lower and the upper, got %d layers", len(layers))
+	}
+	if kind == fuseKind && buildErr != nil {
+		t.Fatalf("no FUSE program to test: %v", buildErr)
+	}
+	// Not t.TempDir: its name comes from the test name, and a comma or colon
+	// in a layer path would break the mount options.
+	root, err := os.MkdirTemp("", "cowfs-case-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(root) })
+	m := &testMount{t: t, kind: kind, dir: filepath.Join(root, "mnt")}
+	mkdir := func(name string) string {
+		d := filepath.Join(root, name)
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if o.tmpfsLayers {
+			if err := unix.Mount("tmpfs", d, "tmpfs", 0, "mode=0755"); err != nil {
+				t.Fatalf("tmpfs %s: %v", d, err)
+			}
+			t.Cleanup(func() { detach(d) })
+		}
+		return d
+	}
+	lowers, upper := layers[:len(layers)-1], layers[len(layers)-1]
+	for i, l := range lowers {
+		d := mkdir(fmt.Sprintf("lower%d", i))
+		writeLayer(t, d, l, kind == kernelKind)
+		m.lowers = append(m.lowers, d)
+	}
+	ud := mkdir("upperfs")
+	m.upper, m.work = filepath.Join(ud, "upper"), filepath.Join(ud, "work")
+	for _, d := range []string{m.upper, m.work, m.dir} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeLayer(t, m.upper, upper, kind == kernelKind)
+	if err := os.Chmod(m.upper, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.cleanup)
+	m.mount()
+	return m
+}
+
+func (m *testMount) optionString() string {
+	return fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", strings.Join(m.lowers, ":"), m.upper, m.work)
+}
+
+func (m *testMount) mount() {
+	m.t.Helper()
+	if m.kind == kernelKind {
+		if err := unix.Mount("overlay", m.dir, "overlay", 0, m.optionString()+","+kernelOptions); err != nil {
+			m.t.Fatalf("mount overlay: %v", err)
+		}
+		m.mounted = true
+		return
+	}
+	args := []string{"-o", m.optionString(), m.dir}
+	if testing.Verbose() {
+		// Foreground with the FUSE traffic in a file we print on failure.
+		m.logPath = filepath.Join(filepath.Dir(m.dir), fmt.Sprintf("daemon-%d.log", time.Now().UnixNano()))
+		logf, err := os.Create(m.logPath)
+		if err != nil {
+			m.t.Fatal(err)
+		}
+		defer logf.Close()
+		m.daemon = exec.Command(fuseProg, append([]string{"-d"}, args...)...)
+		m.daemon.Stdout, m.daemon.Stderr = logf, logf
+		if err := m.daemon.Start(); err != nil {
+			m.t.Fatalf("start %s: %v", fuseProg, err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- m.daemon.Wait() }()
+		deadline := time.Now().Add(10 * time.Second)
+		for !isMountpoint(m.dir) {
+			select {
+			case err := <-exited:
+				m.daemon = nil
+				m.t.Fatalf("%s -d %s exited before mounting: %v\n%s", fuseProg, strings.Join(args, " "), err, readLog(m.logPath))
+			case <-time.After(20 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				m.t.Fatalf("%s did not mount within 10s\n%s", fuseProg, readLog(m.logPath))
+			}
+		}
+		m.mounted = true
+		m.t.Cleanup(func() {
+			select {
+			case <-exited:
+			case <-time.After(10 * time.Second):
+				m.t.Errorf("daemon pid %d still running after unmount; killing it", m.daemon.Process.Pid)
+				m.daemon.Process.Kill()
+				<-exited
+			}
+		})
+		return
+	}
+	cmd := exec.Command(fuseProg, args...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		m.t.Fatalf("%s %s: %v\n%s", fuseProg, strings.Join(args, " "), err, out)
+	}
+	if !isMountpoint(m.dir) {
+		m.t.Fatalf("%s returned but %s is not mounted\n%s", fuseProg, m.dir, out)
+	}
+	m.mounted = true
+}
+
+// unmount unmounts and waits for a daemon to go away; safe to call twice.
+func (m *testMount) unmount() {
+	m.t.Helper()
+	if !m.mounted {
+		return
+	}
+	m.mounted = false
+	if m.kind == kernelKind {
+		if err := unix.Unmount(m.dir, 0); err != nil {
+			m.t.Errorf("umount %s: %v; detaching", m.dir, err)
+			detach(m.dir)
+		}
+		return
+	}
+	pids := daemonPids(m.dir)
+	if out, err := exec.Command("fusermount3", "-u", m.dir).CombinedOutput(); err != nil {
+		m.t.Errorf("fusermount3 -u %s: %v: %s; detaching", m.dir, err, out)
+		detach(m.dir)
+	}
+	if m.daemon != nil {
+		return // the cleanup registered in mount waits for it
+	}
+	for _, pid := range pids {
+		waitGone(m.t, pid)
+	}
+}
+
+// remount unmounts and mounts the same directories again.
+func (m *testMount) remount() {
+	m.t.Helper()
+	m.unmount()
+	m.mount()
+}
+
+func (m *testMount) cleanup() {
+	if m.mounted {
+		m.unmount()
+	}
+	if m.t.Failed() && m.logPath != "" {
+		m.t.Logf("daemon log %s:\n%s", m.logPath, readLog(m.logPath))
+	}
+}
+
+func detach(dir string) {
+	for i := 0; i < 50 && isMountpoint(dir); i++ {
+		if unix.Unmount(dir, unix.MNT_DETACH) != nil {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}
+
+func isMountpoint(dir string) bool {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		fields := strings.Fields(s.Text())
+		if len(fields) > 4 && unescapeMountinfo(fields[4]) == dir {
+			return true
+		}
+	}
+	return false
+}
+
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// daemonPids finds the daemonized FUSE program serving dir by its command
+// line (it is our child's child, so we have no handle on it).
+func daemonPids(dir string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+		if len(args) > 1 && args[len(args)-1] == dir {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// waitGone waits for a daemon we started to exit after unmount, and kills it
+// (by pid) if it does not.
+func waitGone(t testing.TB, pid int) {
+	for i := 0; i < 500; i++ {
+		if unix.Kill(pid, 0) != nil {
+			return
+		}
+		if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && strings.Contains(string(st), ") Z ") {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Errorf("daemon pid %d still running 5s after unmount; killing it", pid)
+	unix.Kill(pid, unix.SIGKILL)
+}
+
+func readLog(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	if len(b) > 64<<10 {
+		b = append([]byte("...\n"), b[len(b)-64<<10:]...)
+	}
+	return string(b)
+}
