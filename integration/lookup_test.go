@@ -33,7 +33,7 @@ func TestLookup(t *testing.T) {
 			want: []string{`read a: "top"`, `read b: "middle-b"`, `read c: "bottom-c"`},
 		},
 		{
-			name: "the upper layer wins over every lower",
+			name:   "the upper layer wins over every lower",
 			lowers: []layer{{"a": file("lower")}},
 			upper:  layer{"a": file("upper").mode(0o600)},
 			op:     lookupTree("a"),
@@ -92,7 +92,7 @@ func TestLookup(t *testing.T) {
 			want: []string{"lstat d/gone: ENOENT", "lstat d/.wh.gone: ENOENT", "readdir d: [keep]"},
 		},
 		{
-			name: "a whiteout in the upper layer hides a lower directory",
+			name:   "a whiteout in the upper layer hides a lower directory",
 			lowers: []layer{{"d/sub/f": file("f")}},
 			upper:  layer{"d/sub": whiteout()},
 			op:     lookupTree("d/sub", "d/sub/f", "d"),
@@ -127,7 +127,7 @@ func TestLookup(t *testing.T) {
 			want: []string{"lstat d/below: ENOENT", "lstat d/.wh..wh..opq: ENOENT"},
 		},
 		{
-			name: "an opaque upper directory hides every lower entry",
+			name:   "an opaque upper directory hides every lower entry",
 			lowers: []layer{{"d/a": file("a"), "d/b/c": file("c")}},
 			upper:  layer{"d": dir().opaqueDir(), "d/new": file("n")},
 			op:     lookupTree("d", "d/a"),

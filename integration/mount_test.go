@@ -71,6 +71,10 @@ func newTestMountOpts(t testing.TB, kind mountKind, o mountOpts, layers ...layer
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(root) })
+	// MkdirTemp makes 0700; callers other than root must reach the mount.
+	if err := os.Chmod(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	m := &testMount{t: t, kind: kind, dir: filepath.Join(root, "mnt")}
 	mkdir := func(name string) string {
 		d := filepath.Join(root, name)
@@ -178,17 +182,29 @@ func (m *testMount) unmount() {
 		return
 	}
 	m.mounted = false
-	if m.kind == kernelKind {
-		if err := unix.Unmount(m.dir, 0); err != nil {
-			m.t.Errorf("umount %s: %v; detaching", m.dir, err)
-			detach(m.dir)
-		}
-		return
-	}
 	pids := daemonPids(m.dir)
-	if out, err := exec.Command("fusermount3", "-u", m.dir).CombinedOutput(); err != nil {
-		m.t.Errorf("fusermount3 -u %s: %v: %s; detaching", m.dir, err, out)
+	// EBUSY can be transient: a parallel test's fork holds copies of our
+	// descriptors until it execs.
+	var err error
+	for i := 0; i < 50; i++ {
+		if m.kind == kernelKind {
+			err = unix.Unmount(m.dir, 0)
+		} else if out, ferr := exec.Command("fusermount3", "-u", m.dir).CombinedOutput(); ferr != nil {
+			err = fmt.Errorf("fusermount3 -u: %v: %s", ferr, strings.TrimSpace(string(out)))
+		} else {
+			err = nil
+		}
+		if err == nil || !isMountpoint(m.dir) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		m.t.Errorf("unmount %s: %v; detaching", m.dir, err)
 		detach(m.dir)
+	}
+	if m.kind == kernelKind {
+		return
 	}
 	if m.daemon != nil {
 		return // the cleanup registered in mount waits for it

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"testing"
@@ -86,10 +87,10 @@ func runOnce(t *testing.T, kind mountKind, c behaviourCase) *outcome {
 	for i, l := range m.lowers {
 		lowersBefore[i] = takeSnapshot(l, lowerDir)
 	}
-	res := c.op(t, m.dir)
+	res := guard(t, func() result { return c.op(t, m.dir) })
 	if c.afterRemount != nil {
 		m.remount()
-		more := c.afterRemount(t, m.dir, res)
+		more := guard(t, func() result { return c.afterRemount(t, m.dir, res) })
 		res.lines = append(res.lines, "-- remount --")
 		res.lines = append(res.lines, more.lines...)
 	}
@@ -113,6 +114,18 @@ func runOnce(t *testing.T, kind mountKind, c behaviourCase) *outcome {
 		t.Logf("result:\n%s\nmerged:\n%s\nupper:\n%s", res, o.merged, o.upper)
 	}
 	return o
+}
+
+// guard turns a panic in an operation into a test failure, so that the
+// test binary lives on to run the cleanups that unmount.
+func guard(t *testing.T, f func() result) (r result) {
+	t.Helper()
+	defer func() {
+		if p := recover(); p != nil {
+			t.Fatalf("operation panicked: %v\n%s", p, debug.Stack())
+		}
+	}()
+	return f()
 }
 
 func compareOutcomes(t *testing.T, c behaviourCase, k, f *outcome) {
