@@ -153,8 +153,10 @@ func TestLookup(t *testing.T) {
 				r.stat("etc")
 				r.stat("etc/passwd")
 				r.read("etc/passwd")
-				r.ls("etc")
 			}),
+			// The caller's VFS follows etc to the host's /, where there is
+			// no /passwd; the layer's etc/passwd must not show through.
+			want: []string{`lstat etc: symlink 0777 0:0 nlink=1 -> "/"`, "lstat etc/passwd: ENOENT"},
 		},
 		{
 			name: "a symlinked directory below a real directory does not merge",

@@ -52,10 +52,10 @@ func walkSnapshot(s snapshot, root, rel string, kind snapshotKind) {
 	if kind == upperDir && rel != "." {
 		base := filepath.Base(rel)
 		switch {
+		case base == opaqueFileName:
+			return // folded into the parent's "opaque", whatever its type
 		case isWhiteoutStat(&st):
 			desc = "whiteout"
-		case base == opaqueFileName:
-			return // folded into the parent's "opaque"
 		case strings.HasPrefix(base, whPrefix):
 			rel = filepath.Join(filepath.Dir(rel), strings.TrimPrefix(base, whPrefix))
 			desc = "whiteout"
