@@ -1,23 +1,167 @@
-// Package fs is the FUSE node tree of cowfs: the only package that imports go-fuse.
+// Package fs is the FUSE node tree of cowfs: the only package that imports go-fuse. It
+// turns each request into calls on lookup/ (where a name lives), copyup/ (bring an object
+// into the upper layer before it changes) and whiteout/ (hide a lower name).
 package fs
 
 import (
-	"errors"
+	"fmt"
+	"log"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"time"
 
+	"github.com/cowfs/cowfs/copyup"
 	"github.com/cowfs/cowfs/layers"
+	"github.com/cowfs/cowfs/lookup"
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
-// Mounted is a live cowfs mount.
-type Mounted struct{}
+// kernelTimeout is how long the kernel may cache entries, attributes and negative
+// lookups. Only this daemon changes the layers (lower layers are immutable), and the
+// kernel updates its caches from the replies to its own requests, so it can be long.
+const kernelTimeout = time.Hour
 
-// Mount validates and opens the layers in opts, mounts the merged tree at
+// lookupCacheEntries bounds the lookup cache.
+const lookupCacheEntries = 1 << 16
+
+// overlayFS is the state shared by all nodes of one mount.
+type overlayFS struct {
+	stack *layers.Stack
+	res   *lookup.Resolver
+	cache *lookup.Cache
+	cp    *copyup.Copier // nil when read-only
+	root  *node
+	// nextID numbers directories for the lookup cache.
+	nextID atomic.Uint64
+}
+
+// Mounted is a live cowfs mount.
+type Mounted struct {
+	srv  *fuse.Server
+	ofs  *overlayFS
+	mnt  string
+	done chan struct{}
+}
+
+// Mount opens the layers in opts (which Check has validated), mounts the merged tree at
 // opts.Mountpoint, and returns once the kernel handshake is done.
 func Mount(opts layers.Options) (*Mounted, error) {
-	return nil, errors.New("not implemented yet")
+	// The kernel applies the caller's umask before it sends a mode; the daemon's own
+	// umask must not apply a second time.
+	syscall.Umask(0)
+	stack, err := layers.Open(opts)
+	if err != nil {
+		return nil, err
+	}
+	ofs, err := newOverlayFS(stack)
+	if err != nil {
+		stack.Close()
+		return nil, err
+	}
+	// The root shows the number of its topmost lower copy, like every merged directory.
+	rootLayer := 0
+	if stack.Writable && len(stack.Layers) > 1 {
+		rootLayer = 1
+	}
+	rootSt, err := ofs.statIn(rootLayer, "")
+	if err != nil {
+		ofs.close()
+		return nil, fmt.Errorf("stat root: %w", err)
+	}
+	rootIno := lookup.MapIno(stack, rootLayer, rootSt.Ino)
+	to := kernelTimeout
+	source := opts.Source
+	if source == "" {
+		source = "cowfs"
+	}
+	mo := fuse.MountOptions{
+		FsName:               source,
+		Name:                 "cowfs",
+		AllowOther:           opts.AllowOther || os.Geteuid() == 0,
+		DirectMount:          os.Geteuid() == 0,
+		MaxWrite:             1 << 20,
+		EnableSymlinkCaching: true,
+		Debug:                opts.Debug,
+		Options:              []string{"default_permissions"},
+	}
+	if opts.ReadOnly || !stack.Writable {
+		mo.Options = append(mo.Options, "ro")
+	}
+	for flag, on := range map[string]bool{"nodev": opts.NoDev, "nosuid": opts.NoSuid, "noexec": opts.NoExec} {
+		if on {
+			mo.Options = append(mo.Options, flag)
+		}
+	}
+	if opts.Context != "" {
+		mo.Options = append(mo.Options, "context="+opts.Context)
+	}
+	if opts.Debug {
+		mo.Logger = log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
+	}
+	gopts := &gofs.Options{
+		MountOptions:    mo,
+		EntryTimeout:    &to,
+		AttrTimeout:     &to,
+		NegativeTimeout: &to,
+		RootStableAttr:  &gofs.StableAttr{Ino: rootIno},
+	}
+	srv, err := gofs.Mount(opts.Mountpoint, ofs.root, gopts)
+	if err != nil {
+		ofs.close()
+		return nil, fmt.Errorf("mount %q: %w", opts.Mountpoint, err)
+	}
+	m := &Mounted{srv: srv, ofs: ofs, mnt: opts.Mountpoint, done: make(chan struct{})}
+	go func() {
+		srv.Wait()
+		ofs.close()
+		close(m.done)
+	}()
+	return m, nil
+}
+
+func newOverlayFS(stack *layers.Stack) (*overlayFS, error) {
+	cache, err := lookup.NewCache(lookupCacheEntries)
+	if err != nil {
+		return nil, fmt.Errorf("lookup cache: %w", err)
+	}
+	ofs := &overlayFS{stack: stack, cache: cache, res: lookup.New(stack, cache)}
+	if stack.Writable {
+		ofs.cp = copyup.New(stack)
+	}
+	all := make([]int, len(stack.Layers))
+	for i := range all {
+		all[i] = i
+	}
+	ofs.root = &node{ofs: ofs, layers: all, id: ofs.nextID.Add(1)}
+	return ofs, nil
+}
+
+func (o *overlayFS) close() {
+	o.cache.Close()
+	o.stack.Close()
 }
 
 // Wait blocks until the filesystem is unmounted.
-func (m *Mounted) Wait() {}
+func (m *Mounted) Wait() { <-m.done }
 
-// Unmount unmounts the filesystem; it gives up waiting after a timeout and detaches lazily.
-func (m *Mounted) Unmount() error { return nil }
+// Unmount unmounts the filesystem. If the kernel does not let go within a few seconds
+// (another mount namespace holds the mount, or a caller is stuck), it detaches lazily so
+// the daemon never hangs on exit.
+func (m *Mounted) Unmount() error {
+	errc := make(chan error, 1)
+	go func() { errc <- m.srv.Unmount() }()
+	select {
+	case err := <-errc:
+		if err == nil {
+			return nil
+		}
+	case <-time.After(5 * time.Second):
+	}
+	if err := unix.Unmount(m.mnt, unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("unmount %q: %w", m.mnt, err)
+	}
+	return nil
+}

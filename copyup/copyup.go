@@ -1,0 +1,255 @@
+// Package copyup brings lower objects into the upper layer before they change: parents
+// first, each built in the work directory and renamed into place, so a crash never leaves
+// a partial copy visible (overlayfs.rst "Copy up"; kernel ovl_copy_up_one).
+package copyup
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/cowfs/cowfs/internal/sysx"
+	"github.com/cowfs/cowfs/layers"
+	"github.com/cowfs/cowfs/lookup"
+	"github.com/cowfs/cowfs/whiteout"
+	"golang.org/x/sys/unix"
+)
+
+// Copier copies objects up in one stack. It is safe for concurrent use; callers
+// serialise copy-ups of the same object (the fs node's copy-up lock).
+type Copier struct {
+	stack *layers.Stack
+	seq   atomic.Uint64
+}
+
+// New returns a Copier for stack, which must be writable.
+func New(stack *layers.Stack) *Copier {
+	return &Copier{stack: stack}
+}
+
+// TempName returns a fresh scratch name in the work dir.
+func (c *Copier) TempName() string {
+	return layers.TempName(c.seq.Add(1))
+}
+
+// Source is the lower object to copy.
+type Source struct {
+	// Layer is the lower layer holding it; Rel its path there and in the upper.
+	Layer int
+	Rel   string
+	// Ino is the inode number the merged view shows for it, recorded as its origin.
+	// Zero records no origin (a lower file with several links keeps no number, as in
+	// the kernel: the copies of a broken hard link must not share one).
+	Ino uint64
+	// NoData skips the data (the caller truncates it to zero right after).
+	NoData bool
+}
+
+// EnsureDir makes sure the directory rel exists in the upper layer, copying its missing
+// ancestors and itself up from the topmost lower layer that holds each one, as empty
+// directories with their metadata. lowerOf returns, for a directory path, the lower
+// layer its attributes come from and the number it shows.
+func (c *Copier) EnsureDir(rel string, lowerOf func(rel string) (layer int, ino uint64, err error)) error {
+	if rel == "" {
+		return nil
+	}
+	upper := c.stack.Layers[layers.Upper].Root
+	if fd, err := sysx.OpenBeneath(upper, rel, unix.O_PATH|unix.O_DIRECTORY, 0); err == nil {
+		unix.Close(fd)
+		return nil
+	}
+	parent, name := sysx.Split(rel)
+	if err := c.EnsureDir(parent, lowerOf); err != nil {
+		return err
+	}
+	li, ino, err := lowerOf(rel)
+	if err != nil {
+		return err
+	}
+	return c.copyDir(li, rel, parent, name, ino)
+}
+
+func (c *Copier) copyDir(li int, rel, parent, name string, ino uint64) error {
+	srcDir, err := c.stack.OpenDir(li, parent)
+	if err != nil {
+		return fmt.Errorf("copy up %q: %w", rel, err)
+	}
+	defer unix.Close(srcDir)
+	var st unix.Stat_t
+	if err := unix.Fstatat(srcDir, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("copy up %q: %w", rel, err)
+	}
+	upParent, err := c.stack.OpenDir(layers.Upper, parent)
+	if err != nil {
+		return fmt.Errorf("copy up %q: upper parent: %w", rel, err)
+	}
+	defer unix.Close(upParent)
+	pst, err := statDir(upParent)
+	if err != nil {
+		return err
+	}
+	tmp := c.TempName()
+	work := c.stack.Work
+	if err := unix.Mkdirat(work, tmp, 0o700); err != nil {
+		return fmt.Errorf("copy up %q: %w", rel, err)
+	}
+	if err := c.finishMeta(srcDir, name, work, tmp, &st, ino); err != nil {
+		layers.RemoveAt(work, tmp)
+		return fmt.Errorf("copy up %q: %w", rel, err)
+	}
+	err = unix.Renameat2(work, tmp, upParent, name, unix.RENAME_NOREPLACE)
+	if err != nil {
+		layers.RemoveAt(work, tmp)
+		if errors.Is(err, unix.EEXIST) {
+			return nil // copied up by someone else meanwhile
+		}
+		return fmt.Errorf("copy up %q: %w", rel, err)
+	}
+	restoreTimes(upParent, &pst)
+	return nil
+}
+
+// File copies the non-directory src up and returns once it is in place in the upper layer.
+// The upper parent directory must exist (EnsureDir).
+func (c *Copier) File(src Source) error {
+	parent, name := sysx.Split(src.Rel)
+	srcDir, err := c.stack.OpenDir(src.Layer, parent)
+	if err != nil {
+		return fmt.Errorf("copy up %q: %w", src.Rel, err)
+	}
+	defer unix.Close(srcDir)
+	var st unix.Stat_t
+	if err := unix.Fstatat(srcDir, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("copy up %q: %w", src.Rel, err)
+	}
+	upParent, err := c.stack.OpenDir(layers.Upper, parent)
+	if err != nil {
+		return fmt.Errorf("copy up %q: upper parent: %w", src.Rel, err)
+	}
+	defer unix.Close(upParent)
+	pst, err := statDir(upParent)
+	if err != nil {
+		return err
+	}
+	work := c.stack.Work
+	tmp := c.TempName()
+	if err := c.build(srcDir, name, work, tmp, &st, src); err != nil {
+		unix.Unlinkat(work, tmp, 0)
+		return fmt.Errorf("copy up %q: %w", src.Rel, err)
+	}
+	// Publish. The name may hold nothing (the lower object shows through) and never a
+	// whiteout (the object is visible), so RENAME_NOREPLACE is right.
+	if err := unix.Renameat2(work, tmp, upParent, name, unix.RENAME_NOREPLACE); err != nil {
+		unix.Unlinkat(work, tmp, 0)
+		return fmt.Errorf("copy up %q: %w", src.Rel, err)
+	}
+	restoreTimes(upParent, &pst)
+	return nil
+}
+
+// build makes the copy of name (in srcDir) as tmp in the work dir, complete but for its
+// name: data, owner, mode, xattrs, origin, times; fsynced unless the mount is volatile.
+func (c *Copier) build(srcDir int, name string, work int, tmp string, st *unix.Stat_t, src Source) error {
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		if err := c.copyData(srcDir, name, work, tmp, st, src.NoData); err != nil {
+			return err
+		}
+	case unix.S_IFLNK:
+		target, err := readlinkat(srcDir, name)
+		if err != nil {
+			return err
+		}
+		if err := unix.Symlinkat(target, work, tmp); err != nil {
+			return err
+		}
+	default: // fifo, socket, device
+		if err := unix.Mknodat(work, tmp, st.Mode, int(st.Rdev)); err != nil {
+			return err
+		}
+	}
+	return c.finishMeta(srcDir, name, work, tmp, st, src.Ino)
+}
+
+// finishMeta copies owner, mode, xattrs and times from name in srcDir to tmp in work, and
+// records the origin inode number.
+func (c *Copier) finishMeta(srcDir int, name string, work int, tmp string, st *unix.Stat_t, ino uint64) error {
+	if err := unix.Fchownat(work, tmp, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	isLink := st.Mode&unix.S_IFMT == unix.S_IFLNK
+	if !isLink {
+		// After the chown, which clears set-id bits.
+		if err := unix.Fchmodat(work, tmp, st.Mode&0o7777, 0); err != nil {
+			return err
+		}
+	}
+	if err := copyXattrs(srcDir, name, work, tmp); err != nil {
+		return err
+	}
+	if ino != 0 {
+		err := sysx.Setxattr(work, tmp, c.stack.Format.XattrPrefix+lookup.OriginXattr, lookup.EncodeOrigin(ino), 0)
+		if err != nil && !(isLink && c.stack.Format.XattrPrefix == whiteout.UserPrefix) {
+			return fmt.Errorf("record origin: %w", err)
+		}
+	}
+	ts := []unix.Timespec{st.Atim, st.Mtim}
+	return unix.UtimesNanoAt(work, tmp, ts, unix.AT_SYMLINK_NOFOLLOW)
+}
+
+// copyXattrs copies every xattr but the overlay's own markers.
+func copyXattrs(srcDir int, name string, work int, tmp string) error {
+	attrs, err := sysx.Listxattr(srcDir, name)
+	if err != nil {
+		if sysx.IsNoData(err) {
+			return nil
+		}
+		return err
+	}
+	for _, a := range attrs {
+		if whiteout.IsInternalXattr(a) {
+			continue
+		}
+		v, err := sysx.Getxattr(srcDir, name, a)
+		if err != nil {
+			if sysx.IsNoData(err) {
+				continue
+			}
+			return fmt.Errorf("read xattr %s: %w", a, err)
+		}
+		if err := sysx.Setxattr(work, tmp, a, v, 0); err != nil {
+			if errors.Is(err, unix.EOPNOTSUPP) && a[:7] == "system." {
+				continue // e.g. ACLs on a filesystem without them
+			}
+			return fmt.Errorf("copy xattr %s: %w", a, err)
+		}
+	}
+	return nil
+}
+
+func statDir(fd int) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	err := unix.Fstat(fd, &st)
+	return st, err
+}
+
+// restoreTimes puts back a parent directory's times after a copy-up renamed something into
+// it: copy-up must not change what users see (kernel ovl_set_timestamps on the parent).
+func restoreTimes(dirfd int, st *unix.Stat_t) {
+	ts := []unix.Timespec{st.Atim, st.Mtim}
+	_ = unix.UtimesNanoAt(dirfd, ".", ts, 0)
+}
+
+func readlinkat(dirfd int, name string) (string, error) {
+	buf := make([]byte, 256)
+	for {
+		n, err := unix.Readlinkat(dirfd, name, buf)
+		if err != nil {
+			return "", err
+		}
+		if n < len(buf) {
+			return string(buf[:n]), nil
+		}
+		buf = make([]byte, len(buf)*4)
+	}
+}

@@ -1,0 +1,100 @@
+package fs
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+
+	"github.com/cowfs/cowfs/copyup"
+	"github.com/cowfs/cowfs/internal/sysx"
+	"github.com/cowfs/cowfs/layers"
+	"github.com/cowfs/cowfs/lookup"
+	"golang.org/x/sys/unix"
+)
+
+// copyUp brings n into the upper layer (parents first) unless it is there already.
+// noData skips the file data (the caller is about to truncate it to zero). Concurrent
+// callers cause one copy-up: the second waits on copyMu and finds the work done.
+func (n *node) copyUp(noData bool) syscall.Errno {
+	if !n.ofs.stack.Writable {
+		return syscall.EROFS
+	}
+	if n.isUpper() {
+		return 0
+	}
+	n.copyMu.Lock()
+	defer n.copyMu.Unlock()
+	if n.isUpper() {
+		return 0
+	}
+	rel, errno := n.rel()
+	if errno != 0 {
+		return errno
+	}
+	ls := n.getLayers()
+	parent, _ := sysx.Split(rel)
+	if err := n.ofs.ensureUpperDir(parent); err != nil {
+		return toErrno(err)
+	}
+	if n.IsDir() {
+		if err := n.ofs.ensureUpperDir(rel); err != nil {
+			return toErrno(err)
+		}
+		n.setLayers(append([]int{layers.Upper}, ls...))
+	} else {
+		src := copyup.Source{Layer: ls[0], Rel: rel, NoData: noData}
+		if n.StableAttr().Gen == 0 {
+			// Keep the number across copy-up; not for a lower file with several links,
+			// whose copies would otherwise share it (kernel ovl_getattr does the same).
+			src.Ino = n.StableAttr().Ino
+		}
+		if err := n.ofs.cp.File(src); err != nil {
+			return toErrno(err)
+		}
+		n.setLayers([]int{layers.Upper})
+	}
+	if p := n.parentNode(); p != nil {
+		p.changed()
+	}
+	return 0
+}
+
+// ensureUpperDir makes the directory rel (and its ancestors) exist in the upper layer.
+func (o *overlayFS) ensureUpperDir(rel string) error {
+	return o.cp.EnsureDir(rel, o.lowerDirOf)
+}
+
+// lowerDirOf finds the lower layer whose copy of the visible directory rel shows: the
+// topmost lower layer with an entry at rel (a visible directory has no whiteout above it).
+func (o *overlayFS) lowerDirOf(rel string) (int, uint64, error) {
+	for li := 1; li < len(o.stack.Layers); li++ {
+		st, err := o.statIn(li, rel)
+		if err != nil {
+			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
+				continue
+			}
+			return 0, 0, err
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			return 0, 0, fmt.Errorf("copy up %q: not a directory in layer %d: %w", rel, li, unix.ENOTDIR)
+		}
+		return li, lookup.MapIno(o.stack, li, st.Ino), nil
+	}
+	return 0, 0, fmt.Errorf("copy up %q: in no lower layer: %w", rel, unix.ENOENT)
+}
+
+// upperDir copies directory node n up if needed and opens its upper copy.
+func (n *node) upperDir() (int, string, syscall.Errno) {
+	if errno := n.copyUp(false); errno != 0 {
+		return -1, "", errno
+	}
+	rel, errno := n.rel()
+	if errno != 0 {
+		return -1, "", errno
+	}
+	fd, err := n.ofs.stack.OpenDir(layers.Upper, rel)
+	if err != nil {
+		return -1, "", toErrno(err)
+	}
+	return fd, rel, 0
+}

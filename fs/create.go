@@ -1,0 +1,229 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	"github.com/cowfs/cowfs/internal/sysx"
+	"github.com/cowfs/cowfs/layers"
+	"github.com/cowfs/cowfs/lookup"
+	"github.com/cowfs/cowfs/whiteout"
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// owner is who a new object belongs to: the caller, with the group of a set-group-ID
+// parent directory (as on any Linux filesystem).
+type owner struct{ uid, gid int }
+
+func (n *node) ownerFor(ctx context.Context, upperDir int) owner {
+	o := owner{uid: -1, gid: -1}
+	if c, ok := fuse.FromContext(ctx); ok {
+		o.uid, o.gid = int(c.Uid), int(c.Gid)
+	}
+	var st unix.Stat_t
+	if unix.Fstat(upperDir, &st) == nil && st.Mode&unix.S_ISGID != 0 {
+		o.gid = int(st.Gid)
+	}
+	return o
+}
+
+// maker creates one object named name in dirfd; it is called once, either in the upper
+// directory or in the work directory (when the new name must replace a whiteout).
+type maker func(dirfd int, name string) error
+
+// createUpper creates name in directory n's upper copy: chowned to the caller, and, where
+// the name holds a whiteout, built in the work dir and renamed over it (a directory made
+// there is opaque: it hides what the whiteout hid; kernel ovl_create_over_whiteout).
+// setOwner is false for hard links (the object has its owner already).
+func (n *node) createUpper(ctx context.Context, name string, isDir, setOwner bool, make maker) (string, syscall.Errno) {
+	if !n.ofs.stack.Writable {
+		return "", syscall.EROFS
+	}
+	if whiteout.IsInternalName(name) {
+		return "", syscall.EINVAL
+	}
+	up, rel, errno := n.upperDir()
+	if errno != 0 {
+		return "", errno
+	}
+	defer unix.Close(up)
+	who := n.ownerFor(ctx, up)
+	chown := func(dirfd int, nm string) error {
+		if !setOwner {
+			return nil
+		}
+		return unix.Fchownat(dirfd, nm, who.uid, who.gid, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	kind, err := whiteout.At(up, name)
+	if err != nil {
+		return "", toErrno(err)
+	}
+	st := n.ofs.stack
+	switch kind {
+	case whiteout.Entry:
+		return "", syscall.EEXIST
+	case whiteout.CharWhiteout:
+		tmp := n.ofs.cp.TempName()
+		if err := make(st.Work, tmp); err != nil {
+			return "", toErrno(err)
+		}
+		if err := chown(st.Work, tmp); err != nil {
+			layers.RemoveAt(st.Work, tmp)
+			return "", toErrno(err)
+		}
+		if isDir {
+			if err := st.Format.SetOpaque(st.Work, tmp); err != nil {
+				layers.RemoveAt(st.Work, tmp)
+				return "", toErrno(err)
+			}
+			if err := unix.Renameat2(st.Work, tmp, up, name, unix.RENAME_EXCHANGE); err != nil {
+				layers.RemoveAt(st.Work, tmp)
+				return "", toErrno(err)
+			}
+			unix.Unlinkat(st.Work, tmp, 0) // the whiteout that came back
+		} else if err := unix.Renameat(st.Work, tmp, up, name); err != nil {
+			layers.RemoveAt(st.Work, tmp)
+			return "", toErrno(err)
+		}
+	default:
+		if err := make(up, name); err != nil {
+			return "", toErrno(err)
+		}
+		if err := chown(up, name); err != nil {
+			layers.RemoveAt(up, name)
+			return "", toErrno(err)
+		}
+		if kind == whiteout.FileWhiteout {
+			if isDir {
+				if err := st.Format.SetOpaque(up, name); err != nil {
+					layers.RemoveAt(up, name)
+					return "", toErrno(err)
+				}
+			}
+			if err := whiteout.Remove(up, name, kind); err != nil {
+				return "", toErrno(err)
+			}
+		}
+	}
+	n.changed()
+	return sysx.Join(rel, name), 0
+}
+
+// newUpperChild makes the node for an object just created in the upper layer.
+func (n *node) newUpperChild(ctx context.Context, rel string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	st, err := n.ofs.statIn(layers.Upper, rel)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	fillEntry(out, &st)
+	e := lookup.Entry{Layers: []int{layers.Upper}, Mode: st.Mode & unix.S_IFMT, Ino: lookup.MapIno(n.ofs.stack, layers.Upper, st.Ino)}
+	return n.newChild(ctx, rel, e), 0
+}
+
+// setIDBits are the mode bits a chown clears, to be set again after it.
+const setIDBits = unix.S_ISUID | unix.S_ISGID
+
+var _ = (gofs.NodeCreater)((*node)(nil))
+
+func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
+	fd := -1
+	rel, errno := n.createUpper(ctx, name, false, true, func(dirfd int, nm string) error {
+		var err error
+		fd, err = unix.Openat(dirfd, nm, backingFlags(flags)|unix.O_CREAT|unix.O_EXCL, mode&0o7777)
+		return err
+	})
+	if errno != 0 {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return nil, nil, 0, errno
+	}
+	if mode&setIDBits != 0 {
+		unix.Fchmod(fd, mode&0o7777)
+	}
+	in, errno := n.newUpperChild(ctx, rel, out)
+	if errno != 0 {
+		unix.Close(fd)
+		return nil, nil, 0, errno
+	}
+	child := in.Operations().(*node)
+	return in, &handle{n: child, fd: fd, layer: layers.Upper, flags: backingFlags(flags)}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+var _ = (gofs.NodeMkdirer)((*node)(nil))
+
+func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	rel, errno := n.createUpper(ctx, name, true, true, func(dirfd int, nm string) error {
+		return unix.Mkdirat(dirfd, nm, mode&0o7777)
+	})
+	if errno != 0 {
+		return nil, errno
+	}
+	return n.newUpperChild(ctx, rel, out)
+}
+
+var _ = (gofs.NodeMknoder)((*node)(nil))
+
+func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	rel, errno := n.createUpper(ctx, name, false, true, func(dirfd int, nm string) error {
+		if err := unix.Mknodat(dirfd, nm, mode, int(dev)); err != nil {
+			return err
+		}
+		if mode&setIDBits != 0 {
+			return unix.Fchmodat(dirfd, nm, mode&0o7777, 0)
+		}
+		return nil
+	})
+	if errno != 0 {
+		return nil, errno
+	}
+	return n.newUpperChild(ctx, rel, out)
+}
+
+var _ = (gofs.NodeSymlinker)((*node)(nil))
+
+func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	rel, errno := n.createUpper(ctx, name, false, true, func(dirfd int, nm string) error {
+		return unix.Symlinkat(target, dirfd, nm)
+	})
+	if errno != 0 {
+		return nil, errno
+	}
+	return n.newUpperChild(ctx, rel, out)
+}
+
+var _ = (gofs.NodeLinker)((*node)(nil))
+
+// Link copies the target up (a hard link is a change to it) and links it in the upper.
+func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	t, ok := target.(*node)
+	if !ok {
+		return nil, syscall.EXDEV
+	}
+	if errno := t.copyUp(false); errno != 0 {
+		return nil, errno
+	}
+	trel, errno := t.rel()
+	if errno != 0 {
+		return nil, errno
+	}
+	src, srcName, err := n.ofs.stack.OpenParent(layers.Upper, trel)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	defer unix.Close(src)
+	_, errno = n.createUpper(ctx, name, false, false, func(dirfd int, nm string) error {
+		return unix.Linkat(src, srcName, dirfd, nm, 0)
+	})
+	if errno != 0 {
+		return nil, errno
+	}
+	st, errno := t.stat(trel)
+	if errno != 0 {
+		return nil, errno
+	}
+	fillEntry(out, &st)
+	return t.EmbeddedInode(), 0
+}

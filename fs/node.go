@@ -1,0 +1,276 @@
+package fs
+
+import (
+	"context"
+	"hash/fnv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/cowfs/cowfs/internal/sysx"
+	"github.com/cowfs/cowfs/layers"
+	"github.com/cowfs/cowfs/lookup"
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// node is one object of the merged tree. Its path relative to the layer roots is derived
+// from the go-fuse tree (parent, name), never stored.
+//
+// Lock order: a node's copyMu before any node's mu; a parent's copyMu before a child's
+// (copy-up brings parents up first). go-fuse's own tree locks are never held while a
+// node lock is taken here.
+type node struct {
+	gofs.Inode
+	ofs *overlayFS
+
+	// id names the directory in the lookup cache; gen is its generation, bumped after
+	// every change of a name in it (atomic, no lock).
+	id  uint64
+	gen atomic.Uint64
+
+	// mu guards layers.
+	mu sync.Mutex
+	// layers are the layers holding the object, topmost first (see lookup.Entry.Layers).
+	// The slice is replaced, never changed in place.
+	layers []int
+
+	// copyMu serialises copy-up of this object; held for the whole copy.
+	copyMu sync.Mutex
+}
+
+func (n *node) getLayers() []int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.layers
+}
+
+func (n *node) top() int { return n.getLayers()[0] }
+
+func (n *node) isUpper() bool {
+	return n.ofs.stack.Writable && n.top() == layers.Upper
+}
+
+// merge takes the location found by a fresh lookup. Objects only ever move up (copy-up),
+// so a lookup that raced with a copy-up and saw the old place must not move it back.
+func (n *node) merge(ls []int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.layers == nil || ls[0] < n.layers[0] {
+		n.layers = ls
+	}
+}
+
+func (n *node) setLayers(ls []int) {
+	n.mu.Lock()
+	n.layers = ls
+	n.mu.Unlock()
+}
+
+// rel is the node's path relative to the layer roots; ENOENT when it was removed.
+func (n *node) rel() (string, syscall.Errno) {
+	var parts []string
+	var cur *gofs.Inode = n.EmbeddedInode()
+	root := n.ofs.root.EmbeddedInode()
+	for cur != root {
+		name, parent := cur.Parent()
+		if parent == nil {
+			return "", syscall.ENOENT
+		}
+		parts = append(parts, name)
+		cur = parent
+	}
+	if len(parts) == 0 {
+		return "", 0
+	}
+	for i, j := 0, len(parts)-1; i < j; i, j = i+1, j-1 {
+		parts[i], parts[j] = parts[j], parts[i]
+	}
+	size := len(parts) - 1
+	for _, p := range parts {
+		size += len(p)
+	}
+	b := make([]byte, 0, size)
+	for i, p := range parts {
+		if i > 0 {
+			b = append(b, '/')
+		}
+		b = append(b, p...)
+	}
+	return string(b), 0
+}
+
+func (n *node) parentNode() *node {
+	_, p := n.Parent()
+	if p == nil {
+		return nil
+	}
+	pn, _ := p.Operations().(*node)
+	return pn
+}
+
+func (n *node) dir(rel string) lookup.Dir {
+	return lookup.Dir{ID: n.id, Gen: n.gen.Load(), Rel: rel, Layers: n.getLayers()}
+}
+
+// changed records that a name in directory n changed (after the change is on disk).
+func (n *node) changed() { n.gen.Add(1) }
+
+// stat reads the attributes of the object in its topmost layer.
+func (n *node) stat(rel string) (unix.Stat_t, syscall.Errno) {
+	ls := n.getLayers()
+	st, err := n.ofs.statIn(ls[0], rel)
+	if err != nil {
+		return st, toErrno(err)
+	}
+	n.ofs.fixAttr(&st, ls)
+	return st, 0
+}
+
+// statIn lstat()s rel in layer li.
+func (o *overlayFS) statIn(li int, rel string) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	dirfd, name, err := o.stack.OpenParent(li, rel)
+	if err != nil {
+		return st, err
+	}
+	defer unix.Close(dirfd)
+	if name == "" {
+		err = unix.Fstat(dirfd, &st)
+	} else {
+		err = unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	}
+	return st, err
+}
+
+// fixAttr adjusts real attributes to the merged view: a merged directory has nlink 1
+// (kernel ovl_getattr: counting subdirectories across layers is not worth it).
+func (o *overlayFS) fixAttr(st *unix.Stat_t, ls []int) {
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR && len(ls) > 1 {
+		st.Nlink = 1
+	}
+}
+
+// newChild makes (or finds) the node for a looked-up entry.
+func (n *node) newChild(ctx context.Context, rel string, e lookup.Entry) *gofs.Inode {
+	var gen uint64
+	if e.Multi {
+		// Names of one lower file with several links get separate nodes: a copy-up of
+		// one must not move the others (it breaks the link, as in the kernel).
+		h := fnv.New64a()
+		h.Write([]byte(rel))
+		gen = h.Sum64() | 1
+	}
+	child := &node{ofs: n.ofs, layers: e.Layers}
+	if e.Mode == unix.S_IFDIR {
+		child.id = n.ofs.nextID.Add(1)
+	}
+	in := n.NewInode(ctx, child, gofs.StableAttr{Mode: e.Mode, Ino: e.Ino, Gen: gen})
+	if got, ok := in.Operations().(*node); ok && got != child {
+		got.merge(e.Layers)
+	}
+	return in
+}
+
+func fillEntry(out *fuse.EntryOut, st *unix.Stat_t) {
+	out.Attr.FromStat(toSyscallStat(st))
+}
+
+func fillAttr(out *fuse.AttrOut, st *unix.Stat_t) {
+	out.Attr.FromStat(toSyscallStat(st))
+}
+
+func toSyscallStat(st *unix.Stat_t) *syscall.Stat_t {
+	return &syscall.Stat_t{
+		Dev: st.Dev, Ino: st.Ino, Nlink: st.Nlink, Mode: st.Mode, Uid: st.Uid, Gid: st.Gid,
+		Rdev: st.Rdev, Size: st.Size, Blksize: st.Blksize, Blocks: st.Blocks,
+		Atim: syscall.Timespec(st.Atim), Mtim: syscall.Timespec(st.Mtim), Ctim: syscall.Timespec(st.Ctim),
+	}
+}
+
+var _ = (gofs.NodeLookuper)((*node)(nil))
+
+// Lookup resolves a name through the layers (lookup/).
+func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	rel, errno := n.rel()
+	if errno != 0 {
+		return nil, errno
+	}
+	e, err := n.ofs.res.Lookup(n.dir(rel), name)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	crel := sysx.Join(rel, name)
+	st, err := n.ofs.statIn(e.Layers[0], crel)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	n.ofs.fixAttr(&st, e.Layers)
+	fillEntry(out, &st)
+	return n.newChild(ctx, crel, e), 0
+}
+
+var _ = (gofs.NodeGetattrer)((*node)(nil))
+
+// Getattr reports the topmost layer's attributes (through the open file when the name is gone).
+func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	rel, errno := n.rel()
+	if errno != 0 {
+		if h, ok := f.(*handle); ok {
+			return h.Getattr(ctx, out)
+		}
+		return errno
+	}
+	st, errno := n.stat(rel)
+	if errno != 0 {
+		return errno
+	}
+	fillAttr(out, &st)
+	return 0
+}
+
+var _ = (gofs.NodeReadlinker)((*node)(nil))
+
+// Readlink reads the symlink in its topmost layer.
+func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
+	rel, errno := n.rel()
+	if errno != 0 {
+		return nil, errno
+	}
+	dirfd, name, err := n.ofs.stack.OpenParent(n.top(), rel)
+	if err != nil {
+		return nil, toErrno(err)
+	}
+	defer unix.Close(dirfd)
+	buf := make([]byte, 4096)
+	for {
+		k, err := unix.Readlinkat(dirfd, name, buf)
+		if err != nil {
+			return nil, toErrno(err)
+		}
+		if k < len(buf) {
+			return buf[:k], 0
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+}
+
+var _ = (gofs.NodeStatfser)((*node)(nil))
+
+// Statfs reports the upper layer's filesystem (the topmost lower's when read-only).
+func (n *node) Statfs(ctx context.Context, out *fuse.StatfsOut) syscall.Errno {
+	var st unix.Statfs_t
+	if err := unix.Fstatfs(n.ofs.stack.Layers[0].Root, &st); err != nil {
+		return toErrno(err)
+	}
+	out.Blocks = st.Blocks
+	out.Bfree = st.Bfree
+	out.Bavail = st.Bavail
+	out.Files = st.Files
+	out.Ffree = st.Ffree
+	out.Bsize = uint32(st.Bsize)
+	out.NameLen = uint32(st.Namelen)
+	out.Frsize = uint32(st.Frsize)
+	return 0
+}

@@ -1,0 +1,143 @@
+package fs
+
+import (
+	"context"
+	"errors"
+	"syscall"
+
+	"github.com/cowfs/cowfs/internal/sysx"
+	"github.com/cowfs/cowfs/layers"
+	"github.com/cowfs/cowfs/lookup"
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"golang.org/x/sys/unix"
+)
+
+// childEntry resolves name in directory n.
+func (n *node) childEntry(name string) (string, lookup.Entry, syscall.Errno) {
+	rel, errno := n.rel()
+	if errno != 0 {
+		return "", lookup.Entry{}, errno
+	}
+	e, err := n.ofs.res.Lookup(n.dir(rel), name)
+	if err != nil {
+		return rel, e, toErrno(err)
+	}
+	return rel, e, 0
+}
+
+// lowerPositive reports whether a lower layer would show name in n once the upper entry
+// is gone, i.e. whether removing it needs a whiteout (kernel ovl_lower_positive).
+func (n *node) lowerPositive(rel, name string) (bool, syscall.Errno) {
+	_, err := n.ofs.res.LookupBelow(n.dir(rel), name)
+	if err == nil {
+		return true, 0
+	}
+	if errors.Is(err, unix.ENOENT) {
+		return false, 0
+	}
+	return false, toErrno(err)
+}
+
+var _ = (gofs.NodeUnlinker)((*node)(nil))
+
+// Unlink removes a name; a lower one is hidden by a whiteout, never copied up first.
+func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	if !n.ofs.stack.Writable {
+		return syscall.EROFS
+	}
+	rel, e, errno := n.childEntry(name)
+	if errno != 0 {
+		return errno
+	}
+	if e.Mode == unix.S_IFDIR {
+		return syscall.EISDIR
+	}
+	return n.remove(rel, name, e, false)
+}
+
+var _ = (gofs.NodeRmdirer)((*node)(nil))
+
+// Rmdir removes a directory that is empty in the merged view (lower entries that are not
+// whited out count).
+func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	if !n.ofs.stack.Writable {
+		return syscall.EROFS
+	}
+	rel, e, errno := n.childEntry(name)
+	if errno != 0 {
+		return errno
+	}
+	if e.Mode != unix.S_IFDIR {
+		return syscall.ENOTDIR
+	}
+	ents, err := n.ofs.mergedEntries(sysx.Join(rel, name), e.Layers)
+	if err != nil {
+		return toErrno(err)
+	}
+	if len(ents) > 0 {
+		return syscall.ENOTEMPTY
+	}
+	return n.remove(rel, name, e, true)
+}
+
+// remove takes name (entry e) out of directory n (at rel): unlinks the upper entry, and
+// leaves a whiteout where a lower entry would show through.
+func (n *node) remove(rel, name string, e lookup.Entry, isDir bool) syscall.Errno {
+	needWhiteout, errno := n.lowerPositive(rel, name)
+	if errno != 0 {
+		return errno
+	}
+	up, _, errno := n.upperDir()
+	if errno != 0 {
+		return errno
+	}
+	defer unix.Close(up)
+	st := n.ofs.stack
+	if e.Layers[0] != layers.Upper {
+		// Only in lower layers: a whiteout hides it; nothing is copied up.
+		if err := st.Format.Create(up, name); err != nil {
+			return toErrno(err)
+		}
+		n.changed()
+		return 0
+	}
+	if needWhiteout && st.Format.CharDev {
+		// Atomically swap the upper entry for a whiteout, then drop it from the work dir.
+		tmp := n.ofs.cp.TempName()
+		if err := unix.Renameat2(up, name, st.Work, tmp, unix.RENAME_WHITEOUT); err == nil {
+			n.changed()
+			if err := layers.RemoveAt(st.Work, tmp); err != nil {
+				return toErrno(err)
+			}
+			return 0
+		}
+	}
+	if err := n.ofs.removeUpper(up, name, isDir); err != nil {
+		return toErrno(err)
+	}
+	if needWhiteout {
+		if err := st.Format.Create(up, name); err != nil {
+			n.changed()
+			return toErrno(err)
+		}
+	}
+	n.changed()
+	return 0
+}
+
+// removeUpper removes name from the upper directory up; a directory that still holds
+// whiteouts is moved to the work dir and emptied there.
+func (o *overlayFS) removeUpper(up int, name string, isDir bool) error {
+	if !isDir {
+		return unix.Unlinkat(up, name, 0)
+	}
+	err := unix.Unlinkat(up, name, unix.AT_REMOVEDIR)
+	if !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) {
+		return err
+	}
+	tmp := o.cp.TempName()
+	if err := unix.Renameat(up, name, o.stack.Work, tmp); err != nil {
+		return err
+	}
+	return layers.RemoveAt(o.stack.Work, tmp)
+}

@@ -1,0 +1,155 @@
+package fs
+
+import (
+	"context"
+	"syscall"
+
+	"github.com/cowfs/cowfs/internal/sysx"
+	"github.com/cowfs/cowfs/layers"
+	gofs "github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+var _ = (gofs.NodeSetattrer)((*node)(nil))
+
+// Setattr changes mode, owner, size or times: on the upper copy, made first if needed.
+func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if !n.ofs.stack.Writable {
+		return syscall.EROFS
+	}
+	size, hasSize := in.GetSize()
+	h, _ := f.(*handle)
+	if hasSize && h != nil {
+		// ftruncate() on an fd open for writing: already on the upper.
+		if done, errno := h.ftruncate(size); errno != 0 {
+			return errno
+		} else if done {
+			hasSize = false
+		}
+	}
+	// A truncation to zero needs no data copied up.
+	if errno := n.copyUp(hasSize && size == 0); errno != 0 {
+		return errno
+	}
+	rel, errno := n.rel()
+	if errno != 0 {
+		if h != nil {
+			return n.setattrFd(h, in, out)
+		}
+		return errno
+	}
+	dirfd, name, err := n.ofs.stack.OpenParent(layers.Upper, rel)
+	if err != nil {
+		return toErrno(err)
+	}
+	defer unix.Close(dirfd)
+	at := name
+	flags := unix.AT_SYMLINK_NOFOLLOW
+	if name == "" {
+		at, flags = ".", 0
+	}
+	if mode, ok := in.GetMode(); ok {
+		if err := unix.Fchmodat(dirfd, at, mode&0o7777, 0); err != nil {
+			return toErrno(err)
+		}
+	}
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if uok || gok {
+		u, g := -1, -1
+		if uok {
+			u = int(uid)
+		}
+		if gok {
+			g = int(gid)
+		}
+		if err := unix.Fchownat(dirfd, at, u, g, flags); err != nil {
+			return toErrno(err)
+		}
+	}
+	if hasSize {
+		fd, err := unix.Openat(dirfd, at, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return toErrno(err)
+		}
+		err = unix.Ftruncate(fd, int64(size))
+		unix.Close(fd)
+		if err != nil {
+			return toErrno(err)
+		}
+	}
+	if ts, ok := setattrTimes(in); ok {
+		if err := unix.UtimesNanoAt(dirfd, at, ts, flags); err != nil {
+			return toErrno(err)
+		}
+	}
+	st, errno := n.stat(rel)
+	if errno != 0 {
+		return errno
+	}
+	fillAttr(out, &st)
+	return 0
+}
+
+// setattrFd applies a setattr through the open file of a name that was removed.
+func (n *node) setattrFd(h *handle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	h.mu.Lock()
+	fd := h.fd
+	h.mu.Unlock()
+	if mode, ok := in.GetMode(); ok {
+		if err := unix.Fchmod(fd, mode&0o7777); err != nil {
+			return toErrno(err)
+		}
+	}
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if uok || gok {
+		u, g := -1, -1
+		if uok {
+			u = int(uid)
+		}
+		if gok {
+			g = int(gid)
+		}
+		if err := unix.Fchown(fd, u, g); err != nil {
+			return toErrno(err)
+		}
+	}
+	if size, ok := in.GetSize(); ok {
+		if err := unix.Ftruncate(fd, int64(size)); err != nil {
+			return toErrno(err)
+		}
+	}
+	if ts, ok := setattrTimes(in); ok {
+		if err := unix.UtimesNanoAt(unix.AT_FDCWD, sysx.ProcPath(fd, ""), ts, 0); err != nil {
+			return toErrno(err)
+		}
+	}
+	return h.Getattr(context.Background(), out)
+}
+
+// setattrTimes turns the request's times into utimensat's, with UTIME_NOW and UTIME_OMIT.
+func setattrTimes(in *fuse.SetAttrIn) ([]unix.Timespec, bool) {
+	omit := unix.Timespec{Nsec: unix.UTIME_OMIT}
+	now := unix.Timespec{Nsec: unix.UTIME_NOW}
+	ts := []unix.Timespec{omit, omit}
+	set := false
+	if in.Valid&fuse.FATTR_ATIME != 0 {
+		set = true
+		if in.Valid&fuse.FATTR_ATIME_NOW != 0 {
+			ts[0] = now
+		} else {
+			ts[0] = unix.Timespec{Sec: int64(in.Atime), Nsec: int64(in.Atimensec)}
+		}
+	}
+	if in.Valid&fuse.FATTR_MTIME != 0 {
+		set = true
+		if in.Valid&fuse.FATTR_MTIME_NOW != 0 {
+			ts[1] = now
+		} else {
+			ts[1] = unix.Timespec{Sec: int64(in.Mtime), Nsec: int64(in.Mtimensec)}
+		}
+	}
+	return ts, set
+}

@@ -1,0 +1,158 @@
+// Package sysx holds the fd-relative system calls the other packages share: opening a
+// path strictly beneath a layer root, and extended attributes of an entry named relative
+// to a directory fd. Nothing here ever follows a symlink inside a layer.
+package sysx
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// beneath is the resolution every layer path gets: stay below the root, never follow a
+// symlink (a directory in the merged view is a real directory in every layer that
+// contributes it, so refusing symlinks on the way is always right), no /proc magic links.
+const beneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
+
+// OpenBeneath opens rel (relative to root, "" for root itself) with flags, never
+// leaving root and never following a symlink, the last component included.
+func OpenBeneath(root int, rel string, flags int, mode uint32) (int, error) {
+	if rel == "" {
+		rel = "."
+	}
+	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC | unix.O_NOFOLLOW), Mode: uint64(mode), Resolve: beneath}
+	for {
+		fd, err := unix.Openat2(root, rel, &how)
+		if err == unix.EINTR || err == unix.EAGAIN {
+			continue
+		}
+		return fd, err
+	}
+}
+
+// ProcPath names the entry `name` in the directory fd through /proc, for the calls that
+// have no *at form (the xattr calls). An empty name names the directory itself.
+func ProcPath(fd int, name string) string {
+	p := "/proc/self/fd/" + strconv.Itoa(fd)
+	if name != "" {
+		p += "/" + name
+	}
+	return p
+}
+
+// Getxattr reads attribute attr of entry name in directory dirfd without following a
+// symlink at name ("" means the directory itself).
+func Getxattr(dirfd int, name, attr string) ([]byte, error) {
+	p := ProcPath(dirfd, name)
+	buf := make([]byte, 256)
+	for {
+		var n int
+		var err error
+		if name == "" {
+			n, err = unix.Getxattr(p, attr, buf)
+		} else {
+			n, err = unix.Lgetxattr(p, attr, buf)
+		}
+		if err == unix.ERANGE {
+			size, err2 := getxattrSize(p, name == "", attr)
+			if err2 != nil {
+				return nil, err2
+			}
+			buf = make([]byte, size+1)
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return buf[:n], nil
+	}
+}
+
+func getxattrSize(p string, follow bool, attr string) (int, error) {
+	if follow {
+		return unix.Getxattr(p, attr, nil)
+	}
+	return unix.Lgetxattr(p, attr, nil)
+}
+
+// Listxattr lists the attribute names of entry name in dirfd ("" for dirfd itself).
+func Listxattr(dirfd int, name string) ([]string, error) {
+	p := ProcPath(dirfd, name)
+	list := func(dest []byte) (int, error) {
+		if name == "" {
+			return unix.Listxattr(p, dest)
+		}
+		return unix.Llistxattr(p, dest)
+	}
+	for {
+		size, err := list(nil)
+		if err != nil {
+			return nil, err
+		}
+		if size == 0 {
+			return nil, nil
+		}
+		buf := make([]byte, size)
+		n, err := list(buf)
+		if err == unix.ERANGE {
+			continue // grew in between
+		}
+		if err != nil {
+			return nil, err
+		}
+		var names []string
+		for _, s := range strings.Split(string(buf[:n]), "\x00") {
+			if s != "" {
+				names = append(names, s)
+			}
+		}
+		return names, nil
+	}
+}
+
+// Setxattr sets attribute attr of entry name in dirfd ("" for dirfd itself).
+func Setxattr(dirfd int, name, attr string, data []byte, flags int) error {
+	p := ProcPath(dirfd, name)
+	if name == "" {
+		return unix.Setxattr(p, attr, data, flags)
+	}
+	return unix.Lsetxattr(p, attr, data, flags)
+}
+
+// Removexattr removes attribute attr of entry name in dirfd ("" for dirfd itself).
+func Removexattr(dirfd int, name, attr string) error {
+	p := ProcPath(dirfd, name)
+	if name == "" {
+		return unix.Removexattr(p, attr)
+	}
+	return unix.Lremovexattr(p, attr)
+}
+
+// IsNotExist reports whether err means "no such entry".
+func IsNotExist(err error) bool {
+	return errors.Is(err, unix.ENOENT)
+}
+
+// IsNoData reports whether err means "no such attribute" (or attributes not supported).
+func IsNoData(err error) bool {
+	return errors.Is(err, unix.ENODATA) || errors.Is(err, unix.EOPNOTSUPP)
+}
+
+// Split returns the parent of rel and its last name; the root ("") has parent "" and name "".
+func Split(rel string) (dir, name string) {
+	i := strings.LastIndexByte(rel, '/')
+	if i < 0 {
+		return "", rel
+	}
+	return rel[:i], rel[i+1:]
+}
+
+// Join joins a relative directory path and a name.
+func Join(dir, name string) string {
+	if dir == "" {
+		return name
+	}
+	return dir + "/" + name
+}

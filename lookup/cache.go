@@ -1,0 +1,74 @@
+package lookup
+
+import (
+	"strconv"
+
+	"github.com/dgraph-io/ristretto/v2"
+)
+
+// Cache holds resolved names keyed by (directory, generation, name). A directory's
+// generation is bumped after every change of a name in it, so an entry of an older
+// generation is never asked for again: a late Set can't resurrect a stale answer, and a
+// dropped Set only costs another walk. The cache is never the only record of anything.
+type Cache struct {
+	c *ristretto.Cache[string, cached]
+}
+
+type cached struct {
+	key string // the full key: ristretto keys by hash, and a collision must not answer
+	e   Entry
+}
+
+// NewCache returns a cache of about maxEntries entries (0: no cache).
+func NewCache(maxEntries int64) (*Cache, error) {
+	if maxEntries <= 0 {
+		return nil, nil
+	}
+	c, err := ristretto.NewCache(&ristretto.Config[string, cached]{
+		NumCounters:        maxEntries * 10,
+		MaxCost:            maxEntries,
+		BufferItems:        64,
+		IgnoreInternalCost: true,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &Cache{c: c}, nil
+}
+
+// Close stops the cache's goroutines.
+func (c *Cache) Close() {
+	if c != nil {
+		c.c.Close()
+	}
+}
+
+func key(dir Dir, name string) string {
+	b := make([]byte, 0, 40+len(name))
+	b = strconv.AppendUint(b, dir.ID, 36)
+	b = append(b, '.')
+	b = strconv.AppendUint(b, dir.Gen, 36)
+	b = append(b, '/')
+	b = append(b, name...)
+	return string(b)
+}
+
+func (c *Cache) get(dir Dir, name string) (Entry, bool) {
+	if c == nil {
+		return Entry{}, false
+	}
+	k := key(dir, name)
+	v, ok := c.c.Get(k)
+	if !ok || v.key != k {
+		return Entry{}, false
+	}
+	return v.e, true
+}
+
+func (c *Cache) set(dir Dir, name string, e Entry) {
+	if c == nil {
+		return
+	}
+	k := key(dir, name)
+	c.c.Set(k, cached{key: k, e: e}, 1)
+}

@@ -1,0 +1,191 @@
+// Package lookup resolves a name in a merged directory through the layers, top down,
+// and caches the answers.
+//
+// The merge rule (overlayfs.rst, "directories"; kernel ovl_lookup_layer): walking the
+// layers that contribute to the parent from the top, a whiteout ends the walk (the name
+// does not exist); a non-directory ends it with that object, unless a directory was
+// already found above, in which case the non-directory is hidden; a directory is
+// collected and the walk goes on below it unless it is opaque.
+package lookup
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cowfs/cowfs/layers"
+	"github.com/cowfs/cowfs/whiteout"
+	"golang.org/x/sys/unix"
+)
+
+// Entry is where a merged name lives.
+type Entry struct {
+	// Layers are the layers holding the object, top-down: one for a non-directory, every
+	// contributing layer for a directory. Layers[0] is the topmost, whose attributes show.
+	Layers []int
+	// Mode is the file type bits of the object.
+	Mode uint32
+	// Ino is the inode number the merged view shows (stable across copy-up and remount).
+	Ino uint64
+	// Multi: a lower non-directory with several hard links; each name of it gets its own
+	// node, because a copy-up breaks the link (as in kernel overlayfs without index).
+	Multi bool
+}
+
+// Dir is the parent directory of a lookup.
+type Dir struct {
+	// ID and Gen identify the directory and its current generation for the cache; Gen must
+	// be bumped after every change of a name in the directory.
+	ID, Gen uint64
+	// Rel is the directory's path relative to every layer root ("" for the root).
+	Rel string
+	// Layers are the layers contributing to the directory, top-down.
+	Layers []int
+}
+
+// ErrNotExist is returned when the name does not exist in the merged view.
+var ErrNotExist = fmt.Errorf("no such entry: %w", unix.ENOENT)
+
+// Resolver resolves names; it is safe for concurrent use.
+type Resolver struct {
+	stack *layers.Stack
+	cache *Cache
+}
+
+// New returns a Resolver over stack, caching in c (nil: no cache).
+func New(stack *layers.Stack, c *Cache) *Resolver {
+	return &Resolver{stack: stack, cache: c}
+}
+
+// Lookup resolves name in dir.
+func (r *Resolver) Lookup(dir Dir, name string) (Entry, error) {
+	if whiteout.IsInternalName(name) {
+		return Entry{}, ErrNotExist
+	}
+	if e, ok := r.cache.get(dir, name); ok {
+		if e.Layers == nil {
+			return Entry{}, ErrNotExist
+		}
+		return e, nil
+	}
+	e, err := r.resolve(dir.Rel, dir.Layers, name)
+	if err == nil || errors.Is(err, ErrNotExist) {
+		r.cache.set(dir, name, e)
+	}
+	return e, err
+}
+
+// LookupBelow resolves name in dir using only the layers below the upper: it tells
+// whether removing the upper entry would expose a lower one (kernel ovl_lower_positive).
+func (r *Resolver) LookupBelow(dir Dir, name string) (Entry, error) {
+	ls := dir.Layers
+	if len(ls) > 0 && r.stack.Writable && ls[0] == layers.Upper {
+		ls = ls[1:]
+	}
+	return r.resolve(dir.Rel, ls, name)
+}
+
+// resolve walks the layers; it holds the whole merge rule.
+func (r *Resolver) resolve(rel string, dirLayers []int, name string) (Entry, error) {
+	var e Entry
+	var dirIno uint64
+	for _, li := range dirLayers {
+		dirfd, err := r.stack.OpenDir(li, rel)
+		if err != nil {
+			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+				continue // this layer's copy of the directory went away under us
+			}
+			return Entry{}, fmt.Errorf("layer %d %q: %w", li, rel, err)
+		}
+		found, st, err := r.statIn(dirfd, name)
+		if err != nil {
+			unix.Close(dirfd)
+			return Entry{}, fmt.Errorf("layer %d %q: %w", li, name, err)
+		}
+		switch found {
+		case absent:
+			unix.Close(dirfd)
+			continue
+		case whitedOut:
+			unix.Close(dirfd)
+			return r.done(e, dirIno)
+		}
+		isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
+		if !isDir {
+			defer unix.Close(dirfd)
+			if e.Layers != nil {
+				// A non-directory below a directory is hidden and ends the walk.
+				return r.done(e, dirIno)
+			}
+			e.Layers = []int{li}
+			e.Mode = st.Mode & unix.S_IFMT
+			e.Ino, e.Multi, err = r.fileIno(li, dirfd, name, &st)
+			return e, err
+		}
+		if e.Layers == nil {
+			e.Mode = unix.S_IFDIR
+			dirIno = r.mapIno(li, st.Ino)
+		} else if len(e.Layers) == 1 && e.Layers[0] == layers.Upper && r.stack.Writable {
+			// A merged directory shows the inode number of its topmost lower copy,
+			// which stays the same when the directory is copied up.
+			dirIno = r.mapIno(li, st.Ino)
+		}
+		e.Layers = append(e.Layers, li)
+		marks, err := whiteout.ReadDirMarks(dirfd, name)
+		unix.Close(dirfd)
+		if err != nil {
+			return Entry{}, fmt.Errorf("layer %d %q: %w", li, name, err)
+		}
+		if marks.Opaque {
+			break
+		}
+	}
+	return r.done(e, dirIno)
+}
+
+func (r *Resolver) done(e Entry, dirIno uint64) (Entry, error) {
+	if e.Layers == nil {
+		return Entry{}, ErrNotExist
+	}
+	e.Ino = dirIno
+	return e, nil
+}
+
+type presence int
+
+const (
+	absent presence = iota
+	present
+	whitedOut
+)
+
+// statIn looks at name in one layer's directory, recognising every whiteout format.
+func (r *Resolver) statIn(dirfd int, name string) (presence, unix.Stat_t, error) {
+	var st unix.Stat_t
+	err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	switch {
+	case err == nil:
+		if whiteout.IsCharWhiteout(&st) {
+			return whitedOut, st, nil
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 {
+			marks, err := whiteout.ReadDirMarks(dirfd, "")
+			if err == nil && marks.XattrWhiteouts && whiteout.IsXattrWhiteout(dirfd, name) {
+				return whitedOut, st, nil
+			}
+		}
+		return present, st, nil
+	case errors.Is(err, unix.ENOENT):
+		wh, err := whiteout.HasWhiteoutFile(dirfd, name)
+		if err != nil {
+			return absent, st, err
+		}
+		if wh {
+			return whitedOut, st, nil
+		}
+		return absent, st, nil
+	case errors.Is(err, unix.ENAMETOOLONG):
+		return absent, st, err
+	default:
+		return absent, st, err
+	}
+}

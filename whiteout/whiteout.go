@@ -1,0 +1,151 @@
+// Package whiteout owns the deletion markers and opaque-directory markers of every format
+// cowfs reads (kernel overlayfs's char 0/0 devices and xattrs, fuse-overlayfs's and OCI's
+// `.wh.` files) and writes the kernel format (or `.wh.` files where mknod is refused).
+package whiteout
+
+import (
+	"errors"
+	"strings"
+
+	"github.com/cowfs/cowfs/internal/sysx"
+	"golang.org/x/sys/unix"
+)
+
+// On-disk names. The `.wh.` forms come from the OCI image layer format, which
+// fuse-overlayfs also uses for whiteouts when it cannot mknod.
+const (
+	// Prefix marks a whiteout file: `.wh.NAME` hides NAME in the layers below.
+	Prefix = ".wh."
+	// OpaqueName is the OCI opaque marker: a directory holding it hides the layers below.
+	OpaqueName = ".wh..wh..opq"
+)
+
+// Xattr names, without their namespace prefix ("trusted." when privileged, "user."
+// otherwise, as kernel overlayfs's userxattr option does).
+const (
+	// OpaqueXattr is overlayfs's opaque-directory marker: "y" means opaque; "x" means
+	// "not opaque, but holds xattr whiteouts" (overlayfs.rst, "whiteouts and opaque directories").
+	OpaqueXattr = "overlay.opaque"
+	// WhiteoutXattr marks a regular file as a whiteout (kernel 6.7+ xattr whiteouts),
+	// honoured only in a directory whose OpaqueXattr is "x".
+	WhiteoutXattr = "overlay.whiteout"
+	// FuseOverlayOpaque is fuse-overlayfs's opaque marker (user namespace only).
+	FuseOverlayOpaque = "user.fuseoverlayfs.opaque"
+	// TrustedPrefix and UserPrefix are the two namespaces overlay markers live in.
+	TrustedPrefix = "trusted."
+	UserPrefix    = "user."
+)
+
+// internalXattrPrefixes are hidden from users: overlay markers in both namespaces,
+// fuse-overlayfs's own, and cowfs's (origin inode numbers).
+var internalXattrPrefixes = []string{
+	"trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.", "trusted.cowfs.", "user.cowfs.",
+}
+
+// IsInternalXattr reports whether attr is a marker users must never see or set.
+func IsInternalXattr(attr string) bool {
+	for _, p := range internalXattrPrefixes {
+		if strings.HasPrefix(attr, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// IsInternalName reports whether a directory entry name is a marker (`.wh.*`), never
+// shown in the merged view and never creatable through it.
+func IsInternalName(name string) bool {
+	return strings.HasPrefix(name, Prefix)
+}
+
+// Target returns the name a `.wh.NAME` file hides, or false if name is not one (the
+// opaque marker is not a whiteout of any name).
+func Target(name string) (string, bool) {
+	if !strings.HasPrefix(name, Prefix) || name == OpaqueName || len(name) == len(Prefix) {
+		return "", false
+	}
+	return name[len(Prefix):], true
+}
+
+// IsCharWhiteout reports whether st is the kernel's whiteout: a character device 0/0.
+func IsCharWhiteout(st *unix.Stat_t) bool {
+	return st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0
+}
+
+// DirMarks describes the markers on one layer's copy of a directory.
+type DirMarks struct {
+	// Opaque: the layers below do not contribute to this directory.
+	Opaque bool
+	// XattrWhiteouts: regular files here may be xattr whiteouts (overlay.opaque = "x").
+	XattrWhiteouts bool
+}
+
+// ReadDirMarks reads the opaque markers of the directory `name` in dirfd ("" for dirfd
+// itself), in every format.
+func ReadDirMarks(dirfd int, name string) (DirMarks, error) {
+	var m DirMarks
+	attrs, err := sysx.Listxattr(dirfd, name)
+	if err != nil && !sysx.IsNoData(err) {
+		return m, err
+	}
+	for _, a := range attrs {
+		switch a {
+		case TrustedPrefix + OpaqueXattr, UserPrefix + OpaqueXattr, FuseOverlayOpaque:
+			v, err := sysx.Getxattr(dirfd, name, a)
+			if err != nil {
+				if sysx.IsNoData(err) {
+					continue
+				}
+				return m, err
+			}
+			switch string(v) {
+			case "y":
+				m.Opaque = true
+			case "x":
+				m.XattrWhiteouts = true
+			}
+		}
+	}
+	if m.Opaque {
+		return m, nil
+	}
+	var st unix.Stat_t
+	at := name
+	if at == "" {
+		at = OpaqueName
+	} else {
+		at = name + "/" + OpaqueName
+	}
+	switch err := unix.Fstatat(dirfd, at, &st, unix.AT_SYMLINK_NOFOLLOW); {
+	case err == nil:
+		m.Opaque = true
+	case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENOTDIR):
+	default:
+		return m, err
+	}
+	return m, nil
+}
+
+// IsXattrWhiteout reports whether the regular file `name` in dirfd carries the kernel's
+// xattr whiteout marker. Only meaningful when the directory's XattrWhiteouts is set.
+func IsXattrWhiteout(dirfd int, name string) bool {
+	for _, p := range []string{TrustedPrefix, UserPrefix} {
+		if _, err := sysx.Getxattr(dirfd, name, p+WhiteoutXattr); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
+// HasWhiteoutFile reports whether dirfd holds a `.wh.NAME` file for name.
+func HasWhiteoutFile(dirfd int, name string) (bool, error) {
+	var st unix.Stat_t
+	err := unix.Fstatat(dirfd, Prefix+name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	if err == nil {
+		return true, nil
+	}
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENAMETOOLONG) {
+		return false, nil
+	}
+	return false, err
+}
