@@ -1,0 +1,65 @@
+// Command cowfs mounts a copy-on-write overlay of read-only lower directories under a
+// writable upper directory, over FUSE. It takes fuse-overlayfs's command line, so it
+// can stand in for it as containers/storage's mount_program or behind mount.fuse3:
+//
+//	cowfs [-f] [-d] -o lowerdir=L1:L2,upperdir=U,workdir=W [SOURCE] MOUNTPOINT
+//
+// and it has subcommands with long flags (cowfs mount, cowfs help).
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/cowfs/cowfs/layers"
+)
+
+// errReported is returned when the message has already been given (by the daemon to
+// its parent) and the process only has to exit 1.
+var errReported = errors.New("error already reported")
+
+func main() {
+	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+}
+
+// run runs the command line args (with the program name) and returns the exit code.
+// Every error is one line "cowfs: ..." on stderr and exit code 1.
+func run(args []string, stdout, stderr io.Writer) int {
+	err := dispatch(args, stdout, stderr)
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errReported):
+		return 1
+	}
+	fmt.Fprintf(stderr, "cowfs: %s\n", oneLine(err))
+	return 1
+}
+
+// dispatch sends a subcommand to the urfave/cli app and anything else to the
+// fuse-overlayfs-compatible parser.
+func dispatch(args []string, stdout, stderr io.Writer) error {
+	app := newApp(stdout, stderr)
+	if len(args) > 1 && (args[1] == "help" || app.Command(args[1]) != nil) {
+		return app.Run(args)
+	}
+	opts, err := layers.ParseArgs(args[1:])
+	switch {
+	case err != nil:
+		return err
+	case opts.Help:
+		return app.Run([]string{args[0], "--help"})
+	case opts.Version:
+		printVersion(stdout)
+		return nil
+	}
+	return start(opts)
+}
+
+// oneLine keeps an error message on one line whatever the paths in it hold.
+func oneLine(err error) string {
+	return strings.ReplaceAll(err.Error(), "\n", `\n`)
+}

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/cowfs/cowfs/fs"
+	"github.com/cowfs/cowfs/layers"
+)
+
+// daemonEnv marks the re-executed daemon; its value is the number of the file
+// descriptor on which the daemon reports "ok\n" or its one-line error.
+const daemonEnv = "_COWFS_DAEMON"
+
+// start validates opts on the filesystem and mounts: in this process with -f or
+// -d, in the daemon when this process is it, and otherwise by starting the daemon
+// and waiting for its report. Errors are found before anything is mounted.
+func start(opts layers.Options) error {
+	opts, err := opts.Abs()
+	if err != nil {
+		return err
+	}
+	if err := opts.Check(); err != nil {
+		return err
+	}
+	if fd, ok := os.LookupEnv(daemonEnv); ok {
+		return runDaemon(opts, fd)
+	}
+	if opts.Foreground {
+		return serve(opts, func(error) {})
+	}
+	return spawnDaemon()
+}
+
+// serve mounts, calls ready with the outcome once the kernel handshake is done (or
+// has failed), and serves until the filesystem is unmounted from outside or a
+// SIGTERM, SIGINT or SIGHUP unmounts it (libfuse's fuse_set_signal_handlers).
+func serve(opts layers.Options, ready func(error)) error {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	// The callers' umasks are applied by the kernel before a mode reaches the
+	// filesystem; the daemon's own must not apply a second time.
+	syscall.Umask(0)
+	m, err := fs.Mount(opts)
+	ready(err)
+	if err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	go func() {
+		m.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-sigs:
+		if err := m.Unmount(); err != nil {
+			return fmt.Errorf("unmount %q: %w", opts.Mountpoint, err)
+		}
+		return nil
+	}
+}
+
+// errDaemonDied is the parent's error when the daemon exits without a report.
+var errDaemonDied = errors.New("the daemon exited before mounting")
