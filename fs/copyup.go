@@ -6,7 +6,6 @@ import (
 	"syscall"
 
 	"github.com/cowfs/cowfs/copyup"
-	"github.com/cowfs/cowfs/internal/sysx"
 	"github.com/cowfs/cowfs/layers"
 	"github.com/cowfs/cowfs/lookup"
 	"golang.org/x/sys/unix"
@@ -22,6 +21,15 @@ func (n *node) copyUp(noData bool) syscall.Errno {
 	if n.isUpper() {
 		return 0
 	}
+	// Parents first, through the nodes, so every ancestor node learns it is upper now.
+	// Taken before our own copyMu: the lock order is parent before child.
+	p := n.parentNode()
+	if p == nil {
+		return syscall.ENOENT
+	}
+	if errno := p.copyUp(false); errno != 0 {
+		return errno
+	}
 	n.copyMu.Lock()
 	defer n.copyMu.Unlock()
 	if n.isUpper() {
@@ -32,10 +40,6 @@ func (n *node) copyUp(noData bool) syscall.Errno {
 		return errno
 	}
 	ls := n.getLayers()
-	parent, _ := sysx.Split(rel)
-	if err := n.ofs.ensureUpperDir(parent); err != nil {
-		return toErrno(err)
-	}
 	if n.IsDir() {
 		if err := n.ofs.ensureUpperDir(rel); err != nil {
 			return toErrno(err)
@@ -53,9 +57,7 @@ func (n *node) copyUp(noData bool) syscall.Errno {
 		}
 		n.setLayers([]int{layers.Upper})
 	}
-	if p := n.parentNode(); p != nil {
-		p.changed()
-	}
+	p.changed()
 	return 0
 }
 
