@@ -59,7 +59,8 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 	return start(opts)
 }
 
-// oneLine keeps an error message on one line whatever the paths in it hold.
+// oneLine keeps an error message on one line: a trailing newline (fusermount's
+// messages have one) goes, an inner one is written as \n.
 func oneLine(err error) string {
-	return strings.ReplaceAll(err.Error(), "\n", `\n`)
+	return strings.ReplaceAll(strings.TrimRight(err.Error(), "\n "), "\n", `\n`)
 }
