@@ -83,6 +83,11 @@ func runDaemon(opts layers.Options, fdEnv string) error {
 	if err := redirect([]int{0, 1}); err != nil {
 		return reportAndExit(report, err)
 	}
+	// Like libfuse's fuse_daemonize: do not keep the caller's directory busy (its
+	// filesystem could not be unmounted). The paths in opts are absolute.
+	if err := os.Chdir("/"); err != nil {
+		return reportAndExit(report, fmt.Errorf("chdir /: %w", err))
+	}
 	reported := false
 	err = serve(opts, func(err error) {
 		reported = true
