@@ -13,8 +13,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// selfExe is the running binary, re-executed as the daemon (Go cannot fork).
-const selfExe = "/proc/self/exe"
+// selfExe is the running binary, re-executed as the daemon (Go cannot fork): by its
+// real path, so the daemon's process name is "cowfs" (ps, pgrep) rather than "exe";
+// through /proc/self/exe when that path is gone (the binary was replaced meanwhile).
+func selfExe() string {
+	if p, err := os.Executable(); err == nil {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return "/proc/self/exe"
+}
 
 // readyOK is the daemon's report that the filesystem is mounted.
 const readyOK = "ok"
@@ -28,7 +37,7 @@ func spawnDaemon() error {
 		return fmt.Errorf("starting the daemon: %w", err)
 	}
 	defer r.Close()
-	cmd := exec.Command(selfExe, os.Args[1:]...)
+	cmd := exec.Command(selfExe(), os.Args[1:]...)
 	cmd.Args[0] = os.Args[0]
 	const reportFD = 3 // the first of ExtraFiles
 	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d", daemonEnv, reportFD))
