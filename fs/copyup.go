@@ -6,6 +6,7 @@ import (
 	"syscall"
 
 	"github.com/cowfs/cowfs/copyup"
+	"github.com/cowfs/cowfs/internal/sysx"
 	"github.com/cowfs/cowfs/layers"
 	"github.com/cowfs/cowfs/lookup"
 	"golang.org/x/sys/unix"
@@ -56,6 +57,13 @@ func (n *node) copyUp(noData bool) syscall.Errno {
 			return toErrno(err)
 		}
 		n.setLayers([]int{layers.Upper})
+		if n.StableAttr().Gen != 0 {
+			// The copy of one link of a lower hard link is a file of its own with a number
+			// of its own (kernel ovl_getattr): have the kernel look the name up afresh.
+			// Asynchronously: the request being served may hold the directory's lock.
+			_, name := sysx.Split(rel)
+			go p.NotifyEntry(name)
+		}
 	}
 	p.changed()
 	return 0

@@ -205,21 +205,19 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if errno := t.copyUp(false); errno != 0 {
 		return nil, errno
 	}
-	trel, errno := t.rel()
+	src, srcName, lflags, done, errno := t.linkSource()
 	if errno != 0 {
 		return nil, errno
 	}
-	src, srcName, err := n.ofs.stack.OpenParent(layers.Upper, trel)
-	if err != nil {
-		return nil, toErrno(err)
-	}
-	defer unix.Close(src)
-	_, errno = n.createUpper(ctx, name, false, false, func(dirfd int, nm string) error {
-		return unix.Linkat(src, srcName, dirfd, nm, 0)
+	defer done()
+	rel, errno := n.createUpper(ctx, name, false, false, func(dirfd int, nm string) error {
+		return unix.Linkat(src, srcName, dirfd, nm, lflags)
 	})
 	if errno != 0 {
 		return nil, errno
 	}
+	t.named()
+	trel := rel
 	st, errno := t.stat(trel)
 	if errno != 0 {
 		return nil, errno

@@ -90,9 +90,17 @@ func Mount(opts layers.Options) (*Mounted, error) {
 	if opts.ReadOnly || !stack.Writable {
 		mo.Options = append(mo.Options, "ro")
 	}
-	for flag, on := range map[string]bool{"nodev": opts.NoDev, "nosuid": opts.NoSuid, "noexec": opts.NoExec} {
-		if on {
-			mo.Options = append(mo.Options, flag)
+	// A container rootfs needs device nodes and set-id programs to work, as on kernel
+	// overlayfs; go-fuse would default to nodev,nosuid. Only root may ask for them.
+	for _, f := range []struct {
+		on      bool
+		yes, no string
+	}{{opts.NoDev, "nodev", "dev"}, {opts.NoSuid, "nosuid", "suid"}, {opts.NoExec, "noexec", "exec"}} {
+		switch {
+		case f.on:
+			mo.Options = append(mo.Options, f.yes)
+		case os.Geteuid() == 0:
+			mo.Options = append(mo.Options, f.no)
 		}
 	}
 	if opts.Context != "" {

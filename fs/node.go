@@ -38,6 +38,11 @@ type node struct {
 
 	// copyMu serialises copy-up of this object; held for the whole copy.
 	copyMu sync.Mutex
+
+	// anon (guarded by mu) marks a file made with O_TMPFILE that has no name yet;
+	// anonFd is then an fd of it, so it can be linked into place.
+	anon   bool
+	anonFd int
 }
 
 func (n *node) getLayers() []int {
@@ -217,8 +222,17 @@ var _ = (gofs.NodeGetattrer)((*node)(nil))
 func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	rel, errno := n.rel()
 	if errno != 0 {
-		if h, ok := f.(*handle); ok {
+		// Removed, but still open: answer from the open file or directory.
+		switch h := f.(type) {
+		case *handle:
 			return h.Getattr(ctx, out)
+		case *dirHandle:
+			st, err := h.fstat()
+			if err != nil {
+				return toErrno(err)
+			}
+			fillAttr(out, &st)
+			return 0
 		}
 		return errno
 	}

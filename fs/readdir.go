@@ -132,6 +132,9 @@ func readDirents(fd int, fn func(name string, ino uint64, typ uint8)) error {
 // read, so offsets stay valid across seekdir/telldir while the directory changes.
 type dirHandle struct {
 	n *node
+	// fd is an O_PATH fd of the directory's topmost copy at open, so fstat keeps
+	// working after the directory is removed or replaced; -1 if it could not be had.
+	fd int
 	// mu guards entries and pos (go-fuse also serialises calls on one handle).
 	mu      sync.Mutex
 	entries []fuse.DirEntry
@@ -148,7 +151,23 @@ var (
 )
 
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	return &dirHandle{n: n}, 0, 0
+	d := &dirHandle{n: n, fd: -1}
+	if rel, errno := n.rel(); errno == 0 {
+		if fd, err := n.ofs.stack.OpenDir(n.top(), rel); err == nil {
+			d.fd = fd
+		}
+	}
+	return d, 0, 0
+}
+
+// fstat reads the attributes of the directory as it was opened.
+func (d *dirHandle) fstat() (unix.Stat_t, error) {
+	var st unix.Stat_t
+	if d.fd < 0 {
+		return st, unix.ENOENT
+	}
+	err := unix.Fstat(d.fd, &st)
+	return st, err
 }
 
 func (d *dirHandle) load() syscall.Errno {
@@ -204,7 +223,12 @@ func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	return 0
 }
 
-func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {}
+func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {
+	if d.fd >= 0 {
+		unix.Close(d.fd)
+		d.fd = -1
+	}
+}
 
 func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
 	if !d.n.isUpper() || d.n.ofs.stack.Opts.Volatile {

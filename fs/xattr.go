@@ -32,11 +32,9 @@ func (n *node) xattrAt(fn func(dirfd int, name string) error) syscall.Errno {
 }
 
 // Getxattr reads an attribute of the topmost copy. Overlay markers are not attributes
-// of the merged object (kernel ovl_own_xattr_get answers EOPNOTSUPP for its own).
+// of the merged object: a user's name in a marker namespace is stored escaped.
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	if whiteout.IsInternalXattr(attr) {
-		return 0, syscall.EOPNOTSUPP
-	}
+	attr = whiteout.StoredXattr(attr)
 	var v []byte
 	errno := n.xattrAt(func(dirfd int, name string) error {
 		var err error
@@ -65,7 +63,7 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	}
 	var buf []byte
 	for _, a := range names {
-		if !whiteout.IsInternalXattr(a) {
+		if a, visible := whiteout.UserXattr(a); visible {
 			buf = append(buf, a...)
 			buf = append(buf, 0)
 		}
@@ -78,9 +76,7 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 
 // Setxattr copies the object up and sets the attribute there.
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
-	if whiteout.IsInternalXattr(attr) {
-		return syscall.EOPNOTSUPP
-	}
+	attr = whiteout.StoredXattr(attr)
 	if errno := n.copyUp(false); errno != 0 {
 		return errno
 	}
@@ -92,9 +88,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 // Removexattr removes the attribute from the upper copy; removing one the object does
 // not have is ENODATA and copies nothing up (kernel ovl_xattr_set).
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
-	if whiteout.IsInternalXattr(attr) {
-		return syscall.EOPNOTSUPP
-	}
+	attr = whiteout.StoredXattr(attr)
 	if !n.isUpper() {
 		if errno := n.xattrAt(func(dirfd int, name string) error {
 			_, err := sysx.Getxattr(dirfd, name, attr)

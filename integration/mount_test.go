@@ -36,8 +36,10 @@ type testMount struct {
 	work   string
 	// logPath is the daemon's debug log (only with -v).
 	logPath string
-	// daemon is the foreground daemon started under -v, nil otherwise.
+	// daemon is the foreground daemon started under -v, nil otherwise;
+	// exited receives its exit status.
 	daemon  *exec.Cmd
+	exited  chan error
 	mounted bool
 }
 
@@ -139,7 +141,9 @@ func (m *testMount) mount() {
 			m.t.Fatalf("start %s: %v", fuseProg, err)
 		}
 		exited := make(chan error, 1)
-		go func() { exited <- m.daemon.Wait() }()
+		m.exited = exited
+		daemon := m.daemon
+		go func() { exited <- daemon.Wait() }()
 		deadline := time.Now().Add(10 * time.Second)
 		for !isMountpoint(m.dir) {
 			select {
@@ -153,15 +157,6 @@ func (m *testMount) mount() {
 			}
 		}
 		m.mounted = true
-		m.t.Cleanup(func() {
-			select {
-			case <-exited:
-			case <-time.After(10 * time.Second):
-				m.t.Errorf("daemon pid %d still running after unmount; killing it", m.daemon.Process.Pid)
-				m.daemon.Process.Kill()
-				<-exited
-			}
-		})
 		return
 	}
 	cmd := exec.Command(fuseProg, args...)
@@ -207,7 +202,16 @@ func (m *testMount) unmount() {
 		return
 	}
 	if m.daemon != nil {
-		return // the cleanup registered in mount waits for it
+		// The foreground daemon must exit on its own once unmounted.
+		select {
+		case <-m.exited:
+		case <-time.After(10 * time.Second):
+			m.t.Errorf("daemon pid %d still running 10s after unmount; killing it", m.daemon.Process.Pid)
+			m.daemon.Process.Kill()
+			<-m.exited
+		}
+		m.daemon = nil
+		return
 	}
 	for _, pid := range pids {
 		waitGone(m.t, pid)

@@ -182,8 +182,14 @@ func hashFile(path string) string {
 	return "sha256:" + hex.EncodeToString(h.Sum(nil))[:12]
 }
 
-// dataMap lists the data extents of a file by SEEK_DATA/SEEK_HOLE, rounded
-// to 4 KiB blocks ("[0,4096) [1048576,1052672)"); "-" when the file is empty.
+// holeGranularity is the resolution at which data maps are compared. Kernel
+// overlayfs copies up in 1 MiB chunks and skips only whole-chunk holes
+// (OVL_COPY_UP_CHUNK_SIZE), while cowfs keeps every hole the lower file has, so
+// both are compared at the kernel's granularity.
+const holeGranularity = 1 << 20
+
+// dataMap lists the data extents of a file by SEEK_DATA/SEEK_HOLE, rounded out
+// to holeGranularity ("[0,1048576)[16777216,17825792)"); "-" when the file has no data.
 func dataMap(path string) string {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NOFOLLOW, 0)
 	if err != nil {
@@ -191,6 +197,7 @@ func dataMap(path string) string {
 	}
 	defer unix.Close(fd)
 	var parts []string
+	var starts, ends []int64
 	var off int64
 	for {
 		data, err := unix.Seek(fd, off, unix.SEEK_DATA)
@@ -204,8 +211,16 @@ func dataMap(path string) string {
 		if err != nil {
 			return "seek:" + errnoString(err)
 		}
-		parts = append(parts, fmt.Sprintf("[%d,%d)", data&^4095, (hole+4095)&^4095))
+		start, end := data&^(holeGranularity-1), (hole+holeGranularity-1)&^(holeGranularity-1)
+		if n := len(ends); n > 0 && ends[n-1] >= start {
+			ends[n-1] = end // touches the previous extent once rounded
+		} else {
+			starts, ends = append(starts, start), append(ends, end)
+		}
 		off = hole
+	}
+	for i := range starts {
+		parts = append(parts, fmt.Sprintf("[%d,%d)", starts[i], ends[i]))
 	}
 	if len(parts) == 0 {
 		return "-"
