@@ -16,6 +16,16 @@ import (
 // noData skips the file data (the caller is about to truncate it to zero). Concurrent
 // callers cause one copy-up: the second waits on copyMu and finds the work done.
 func (n *node) copyUp(noData bool) syscall.Errno {
+	return n.copyUpNotify(noData, true)
+}
+
+// copyUpInDirOp is copyUp for requests during which the kernel holds the directory's
+// lock (link, rename): the kernel is told of a changed name only after the reply.
+func (n *node) copyUpInDirOp() syscall.Errno {
+	return n.copyUpNotify(false, false)
+}
+
+func (n *node) copyUpNotify(noData, notifyNow bool) syscall.Errno {
 	if !n.ofs.stack.Writable {
 		return syscall.EROFS
 	}
@@ -28,7 +38,7 @@ func (n *node) copyUp(noData bool) syscall.Errno {
 	if p == nil {
 		return syscall.ENOENT
 	}
-	if errno := p.copyUp(false); errno != 0 {
+	if errno := p.copyUpNotify(false, notifyNow); errno != 0 {
 		return errno
 	}
 	n.copyMu.Lock()
@@ -60,9 +70,13 @@ func (n *node) copyUp(noData bool) syscall.Errno {
 		if n.StableAttr().Gen != 0 {
 			// The copy of one link of a lower hard link is a file of its own with a number
 			// of its own (kernel ovl_getattr): have the kernel look the name up afresh.
-			// Asynchronously: the request being served may hold the directory's lock.
+			// The kernel takes the directory's lock for that, so not while it holds it.
 			_, name := sysx.Split(rel)
-			go p.NotifyEntry(name)
+			if notifyNow {
+				p.NotifyEntry(name)
+			} else {
+				go p.NotifyEntry(name)
+			}
 		}
 	}
 	p.changed()

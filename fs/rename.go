@@ -95,11 +95,11 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if src == nil || (exchange && dst == nil) {
 		return syscall.ESTALE
 	}
-	if errno := src.copyUp(false); errno != 0 {
+	if errno := src.copyUpInDirOp(); errno != 0 {
 		return errno
 	}
 	if exchange {
-		if errno := dst.copyUp(false); errno != 0 {
+		if errno := dst.copyUpInDirOp(); errno != 0 {
 			return errno
 		}
 	}
