@@ -1,0 +1,27 @@
+# cowfs: a copy-on-write overlay filesystem over FUSE. See README.md.
+GO ?= go
+
+.PHONY: build demo test test-long setup vet
+
+build:
+	$(GO) build -o bin/cowfs ./cmd/cowfs
+
+# Installs the packages the tests use (fuse3, fuse-overlayfs, attr) when missing.
+setup:
+	sh scripts/setup.sh
+
+# Builds cowfs and runs it on a sample two-layer tree.
+demo: setup
+	sh scripts/demo.sh
+
+vet:
+	$(GO) vet ./...
+
+# The default test run (CI): unit tests, real-mount behaviour suite against kernel
+# overlayfs, posixtest, a bounded differential run, race detector on.
+test: setup vet
+	$(GO) test -race -count=1 -timeout 30m ./...
+
+# Long runs, not in CI: many differential sequences.
+test-long: setup
+	COWFS_DIFF_N=$${COWFS_DIFF_N:-10000} $(GO) test -count=1 -timeout 24h -run Differential ./integration/

@@ -1,0 +1,16 @@
+#!/bin/sh
+# Installs what cowfs's tests need on Debian, if missing: fuse3 (fusermount3, mount.fuse3),
+# fuse-overlayfs (the peer the tests and benchmarks compare with) and attr (getfattr).
+set -eu
+missing=""
+command -v fusermount3 >/dev/null 2>&1 || missing="$missing fuse3"
+command -v fuse-overlayfs >/dev/null 2>&1 || missing="$missing fuse-overlayfs"
+command -v getfattr >/dev/null 2>&1 || missing="$missing attr"
+if [ -n "$missing" ]; then
+	echo "setup: installing$missing"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
+fi
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+	echo "setup: add /usr/local/go/bin to PATH" >&2
+fi
