@@ -207,8 +207,8 @@ func copyXattrs(srcDir int, name string, work int, tmp string) error {
 		return err
 	}
 	for _, a := range attrs {
-		if whiteout.IsInternalXattr(a) {
-			continue
+		if _, visible := whiteout.UserXattr(a); !visible {
+			continue // markers of the lower layer are not the object's
 		}
 		v, err := sysx.Getxattr(srcDir, name, a)
 		if err != nil {

@@ -168,7 +168,9 @@ func (m *Mounted) Unmount() error {
 		}
 	case <-time.After(5 * time.Second):
 	}
-	if err := unix.Unmount(m.mnt, unix.MNT_DETACH); err != nil {
+	// EINVAL: no longer mounted here (only another namespace holds the connection,
+	// which ends when this process exits).
+	if err := unix.Unmount(m.mnt, unix.MNT_DETACH); err != nil && err != unix.EINVAL {
 		return fmt.Errorf("unmount %q: %w", m.mnt, err)
 	}
 	return nil

@@ -36,20 +36,47 @@ const (
 	UserPrefix    = "user."
 )
 
-// internalXattrPrefixes are hidden from users: overlay markers in both namespaces,
+// internalXattrPrefixes are the namespaces of markers: overlay's in both namespaces,
 // fuse-overlayfs's own, and cowfs's (origin inode numbers).
 var internalXattrPrefixes = []string{
 	"trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.", "trusted.cowfs.", "user.cowfs.",
 }
 
-// IsInternalXattr reports whether attr is a marker users must never see or set.
-func IsInternalXattr(attr string) bool {
+// escape is what a user's own attribute in a marker namespace is stored under, one level
+// down, as kernel overlayfs does so overlays can nest (overlayfs.rst, "Nesting overlayfs
+// mounts"): trusted.overlay.X is stored as trusted.overlay.overlay.X. A user can never
+// set or see a real marker.
+const escape = "overlay."
+
+func internalPrefix(attr string) string {
 	for _, p := range internalXattrPrefixes {
 		if strings.HasPrefix(attr, p) {
-			return true
+			return p
 		}
 	}
-	return false
+	return ""
+}
+
+// StoredXattr is the name a user's attribute attr is stored under in a layer.
+func StoredXattr(attr string) string {
+	if p := internalPrefix(attr); p != "" {
+		return p + escape + attr[len(p):]
+	}
+	return attr
+}
+
+// UserXattr is the name a stored attribute shows as, and false for a marker users must
+// never see.
+func UserXattr(stored string) (string, bool) {
+	p := internalPrefix(stored)
+	if p == "" {
+		return stored, true
+	}
+	rest := stored[len(p):]
+	if !strings.HasPrefix(rest, escape) {
+		return "", false
+	}
+	return p + rest[len(escape):], true
 }
 
 // IsInternalName reports whether a directory entry name is a marker (`.wh.*`), never
