@@ -84,6 +84,10 @@ func Mount(opts layers.Options) (*Mounted, error) {
 		DirectMount:          os.Geteuid() == 0,
 		MaxWrite:             1 << 20,
 		EnableSymlinkCaching: true,
+		// POSIX ACLs: the kernel checks them (default_permissions alone looks at the
+		// mode bits only) and caches them per inode, so `ls -l` does not ask the
+		// daemon for system.posix_acl_access on every file.
+		EnableAcl: true,
 		Debug:                opts.Debug,
 		Options:              []string{"default_permissions"},
 	}

@@ -30,11 +30,15 @@ type node struct {
 	id  uint64
 	gen atomic.Uint64
 
-	// mu guards layers.
+	// mu guards layers and xattrs.
 	mu sync.Mutex
 	// layers are the layers holding the object, topmost first (see lookup.Entry.Layers).
 	// The slice is replaced, never changed in place.
 	layers []int
+	// xattrs caches the topmost copy's attributes (nil: not loaded). Only the daemon
+	// changes the layers, so it stays right until the daemon sets or removes one or
+	// copies the object up; FUSE does not cache xattrs, and `ls -l` asks for two a file.
+	xattrs map[string][]byte
 
 	// copyMu serialises copy-up of this object; held for the whole copy.
 	copyMu sync.Mutex
@@ -70,6 +74,7 @@ func (n *node) merge(ls []int) {
 func (n *node) setLayers(ls []int) {
 	n.mu.Lock()
 	n.layers = ls
+	n.xattrs = nil
 	n.mu.Unlock()
 }
 

@@ -157,7 +157,9 @@ func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle
 			d.fd = fd
 		}
 	}
-	return d, 0, 0
+	// The kernel may keep the listing: only the daemon changes a directory, and the
+	// kernel drops its copy itself on every change it asks for (fuse_dir_changed).
+	return d, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // fstat reads the attributes of the directory as it was opened.

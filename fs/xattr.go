@@ -31,18 +31,61 @@ func (n *node) xattrAt(fn func(dirfd int, name string) error) syscall.Errno {
 	return toErrno(fn(dirfd, name))
 }
 
+// loadXattrs returns the topmost copy's attributes under their stored names, from the
+// node's cache or the layer.
+func (n *node) loadXattrs() (map[string][]byte, syscall.Errno) {
+	n.mu.Lock()
+	x := n.xattrs
+	n.mu.Unlock()
+	if x != nil {
+		return x, 0
+	}
+	x = map[string][]byte{}
+	errno := n.xattrAt(func(dirfd int, name string) error {
+		names, err := sysx.Listxattr(dirfd, name)
+		if err != nil {
+			if sysx.IsNoData(err) {
+				return nil // no xattr support on this layer: none
+			}
+			return err
+		}
+		for _, a := range names {
+			v, err := sysx.Getxattr(dirfd, name, a)
+			if err != nil {
+				if sysx.IsNoData(err) {
+					continue
+				}
+				return err
+			}
+			x[a] = v
+		}
+		return nil
+	})
+	if errno != 0 {
+		return nil, errno
+	}
+	n.mu.Lock()
+	n.xattrs = x
+	n.mu.Unlock()
+	return x, 0
+}
+
+func (n *node) dropXattrs() {
+	n.mu.Lock()
+	n.xattrs = nil
+	n.mu.Unlock()
+}
+
 // Getxattr reads an attribute of the topmost copy. Overlay markers are not attributes
 // of the merged object: a user's name in a marker namespace is stored escaped.
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
-	attr = whiteout.StoredXattr(attr)
-	var v []byte
-	errno := n.xattrAt(func(dirfd int, name string) error {
-		var err error
-		v, err = sysx.Getxattr(dirfd, name, attr)
-		return err
-	})
+	x, errno := n.loadXattrs()
 	if errno != 0 {
 		return 0, errno
+	}
+	v, ok := x[whiteout.StoredXattr(attr)]
+	if !ok {
+		return 0, syscall.ENODATA
 	}
 	if len(dest) < len(v) {
 		return uint32(len(v)), syscall.ERANGE
@@ -52,17 +95,12 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 
 // Listxattr lists the topmost copy's attributes, without overlay markers.
 func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errno) {
-	var names []string
-	errno := n.xattrAt(func(dirfd int, name string) error {
-		var err error
-		names, err = sysx.Listxattr(dirfd, name)
-		return err
-	})
+	x, errno := n.loadXattrs()
 	if errno != 0 {
 		return 0, errno
 	}
 	var buf []byte
-	for _, a := range names {
+	for a := range x {
 		if a, visible := whiteout.UserXattr(a); visible {
 			buf = append(buf, a...)
 			buf = append(buf, 0)
@@ -80,6 +118,7 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 	if errno := n.copyUp(false); errno != 0 {
 		return errno
 	}
+	defer n.dropXattrs()
 	return n.xattrAt(func(dirfd int, name string) error {
 		return sysx.Setxattr(dirfd, name, attr, data, int(flags))
 	})
@@ -90,16 +129,18 @@ func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uin
 func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 	attr = whiteout.StoredXattr(attr)
 	if !n.isUpper() {
-		if errno := n.xattrAt(func(dirfd int, name string) error {
-			_, err := sysx.Getxattr(dirfd, name, attr)
-			return err
-		}); errno != 0 {
+		x, errno := n.loadXattrs()
+		if errno != 0 {
 			return errno
+		}
+		if _, ok := x[attr]; !ok {
+			return syscall.ENODATA
 		}
 	}
 	if errno := n.copyUp(false); errno != 0 {
 		return errno
 	}
+	defer n.dropXattrs()
 	return n.xattrAt(func(dirfd int, name string) error {
 		return sysx.Removexattr(dirfd, name, attr)
 	})
