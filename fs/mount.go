@@ -88,8 +88,8 @@ func Mount(opts layers.Options) (*Mounted, error) {
 		// mode bits only) and caches them per inode, so `ls -l` does not ask the
 		// daemon for system.posix_acl_access on every file.
 		EnableAcl: true,
-		Debug:                opts.Debug,
-		Options:              []string{"default_permissions"},
+		Debug:     opts.Debug,
+		Options:   []string{"default_permissions"},
 	}
 	if opts.ReadOnly || !stack.Writable {
 		mo.Options = append(mo.Options, "ro")

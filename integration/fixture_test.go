@@ -28,6 +28,10 @@ const (
 	kindCharDev
 	kindWhiteout     // char 0/0 device, the kernel's whiteout
 	kindWhiteoutFile // .wh.NAME next to NAME, the OCI/aufs form
+	// kindWhiteoutXattr is the kernel's xattr whiteout (6.7+): an empty file
+	// with trusted.overlay.whiteout in a directory whose
+	// trusted.overlay.opaque is "x" (writeLayer marks the parent).
+	kindWhiteoutXattr
 )
 
 // On-disk overlay markers, as the kernel (Documentation/filesystems/overlayfs.rst)
@@ -59,6 +63,10 @@ type entry struct {
 	target     string
 	opaque     bool // dir with trusted.overlay.opaque=y
 	opaqueFile bool // dir containing .wh..wh..opq
+	// opaqueAttr marks a dir opaque with this xattr set to "y"
+	// (user.overlay.opaque, user.fuseoverlayfs.opaque); kernel mounts get
+	// trusted.overlay.opaque instead.
+	opaqueAttr string
 	major      uint32
 	minor      uint32
 	mtime      time.Time
@@ -82,6 +90,10 @@ func whiteout() entry { return entry{kind: kindWhiteout} }
 // whiteoutFile is a whiteout in the .wh.NAME form. The kernel does not know
 // this form, so kernel mounts get a char 0/0 whiteout instead (see writeLayer).
 func whiteoutFile() entry { return entry{kind: kindWhiteoutFile} }
+
+// whiteoutXattr is the kernel's xattr whiteout; both filesystems read this
+// form, so it is written as is for both.
+func whiteoutXattr() entry { return entry{kind: kindWhiteoutXattr} }
 
 // sparse is a file of size bytes with data at the given offsets.
 func sparse(size int64, extents map[int64]string) entry {
@@ -110,6 +122,10 @@ func (e entry) opaqueDir() entry { e.opaque = true; return e }
 // opaqueByFile marks a dir opaque with a .wh..wh..opq file. Kernel mounts get
 // the xattr instead.
 func (e entry) opaqueByFile() entry { e.opaqueFile = true; return e }
+
+// opaqueByXattr marks a dir opaque with the named xattr (user.overlay.opaque,
+// user.fuseoverlayfs.opaque). Kernel mounts get trusted.overlay.opaque.
+func (e entry) opaqueByXattr(name string) entry { e.opaqueAttr = name; return e }
 
 // capability is a VFS_CAP_REVISION_2 security.capability value granting
 // CAP_NET_BIND_SERVICE (bit 10), as setcap writes it.
@@ -155,6 +171,9 @@ func writeLayer(t testing.TB, dir string, l layer, native bool) {
 		case kindDir:
 			if e.opaqueFile && native {
 				e.opaqueFile, e.opaque = false, true
+			}
+			if e.opaqueAttr != "" && native {
+				e.opaqueAttr, e.opaque = "", true
 			}
 		}
 		if err := createEntry(name, e, dir); err != nil {
@@ -215,6 +234,20 @@ func createEntry(name string, e entry, root string) error {
 		return unix.Mknod(name, unix.S_IFCHR, 0)
 	case kindWhiteoutFile:
 		return os.WriteFile(name, nil, 0o644)
+	case kindWhiteoutXattr:
+		if err := os.WriteFile(name, nil, 0o644); err != nil {
+			return err
+		}
+		if err := unix.Lsetxattr(name, "trusted.overlay.whiteout", nil, 0); err != nil {
+			return err
+		}
+		// "x": not opaque, but holds xattr whiteouts (overlayfs.rst); an
+		// opaque ("y") parent stays opaque.
+		parent := filepath.Dir(name)
+		if v, err := getxattr(parent, opaqueXattr); err == nil && v == "y" {
+			return nil
+		}
+		return unix.Lsetxattr(parent, opaqueXattr, []byte("x"), 0)
 	}
 	if err != nil {
 		return err
@@ -236,6 +269,11 @@ func createEntry(name string, e entry, root string) error {
 	}
 	if e.opaque {
 		if err := unix.Lsetxattr(name, opaqueXattr, []byte("y"), 0); err != nil {
+			return err
+		}
+	}
+	if e.opaqueAttr != "" {
+		if err := unix.Lsetxattr(name, e.opaqueAttr, []byte("y"), 0); err != nil {
 			return err
 		}
 	}

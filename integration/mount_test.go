@@ -30,6 +30,7 @@ const kernelOptions = "redirect_dir=off,index=off,metacopy=off"
 type testMount struct {
 	t      testing.TB
 	kind   mountKind
+	root   string   // holds every directory below; removed by release
 	dir    string   // the merged view
 	lowers []string // topmost first
 	upper  string
@@ -77,7 +78,7 @@ func newTestMountOpts(t testing.TB, kind mountKind, o mountOpts, layers ...layer
 	if err := os.Chmod(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	m := &testMount{t: t, kind: kind, dir: filepath.Join(root, "mnt")}
+	m := &testMount{t: t, kind: kind, root: root, dir: filepath.Join(root, "mnt")}
 	mkdir := func(name string) string {
 		d := filepath.Join(root, name)
 		if err := os.Mkdir(d, 0o755); err != nil {
@@ -223,6 +224,14 @@ func (m *testMount) remount() {
 	m.t.Helper()
 	m.unmount()
 	m.mount()
+}
+
+// release unmounts and removes the layer directories now rather than at the
+// end of the test, for tests that mount many times (the differential tester).
+func (m *testMount) release() {
+	m.t.Helper()
+	m.unmount()
+	os.RemoveAll(m.root)
 }
 
 func (m *testMount) cleanup() {
