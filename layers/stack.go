@@ -38,6 +38,9 @@ type Stack struct {
 	// Work is an O_PATH fd of WORKDIR/work, the scratch directory (same filesystem as the
 	// upper) where copy-ups and whiteouts are built before being renamed into place.
 	Work int
+	// lock is WORKDIR opened and flock()ed for the mount's lifetime: a second mount of the
+	// same upper and work would corrupt both (kernel overlayfs refuses it too).
+	lock int
 	// Format is how markers are written (probed in the work dir).
 	Format whiteout.Format
 	// SameDev: every layer is on one filesystem, so real inode numbers are unique.
@@ -52,7 +55,7 @@ const WorkSubdir = "work"
 // Open opens every layer of o (which Check has validated), prepares the work directory
 // (creating WORKDIR/work and emptying what a crash left there), and probes the format.
 func Open(o Options) (*Stack, error) {
-	s := &Stack{Opts: o, Work: -1}
+	s := &Stack{Opts: o, Work: -1, lock: -1}
 	var paths []string
 	if o.Upper != "" && !o.ReadOnly {
 		paths = append(paths, o.Upper)
@@ -94,11 +97,18 @@ func (s *Stack) openWork() error {
 	if err := os.Mkdir(filepath.Join(base, WorkSubdir), 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("create work dir: %w", err)
 	}
-	basefd, err := unix.Open(base, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	basefd, err := unix.Open(base, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("open workdir %q: %w", base, err)
 	}
-	defer unix.Close(basefd)
+	if err := unix.Flock(basefd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		unix.Close(basefd)
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return fmt.Errorf("workdir %q is in use by another mount: %w", base, unix.EBUSY)
+		}
+		return fmt.Errorf("lock workdir %q: %w", base, err)
+	}
+	s.lock = basefd
 	s.Work, err = sysx.OpenBeneath(basefd, WorkSubdir, unix.O_PATH|unix.O_DIRECTORY, 0)
 	if err != nil {
 		return fmt.Errorf("open work dir %q: %w", filepath.Join(base, WorkSubdir), err)
@@ -119,6 +129,10 @@ func (s *Stack) Close() {
 	if s.Work >= 0 {
 		unix.Close(s.Work)
 		s.Work = -1
+	}
+	if s.lock >= 0 {
+		unix.Close(s.lock)
+		s.lock = -1
 	}
 }
 
