@@ -44,6 +44,8 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		return toErrno(err)
 	}
 	defer unix.Close(dirfd)
+	// A chmod rewrites an ACL's mask and a chown drops security.capability.
+	defer n.dropXattrs()
 	at := name
 	flags := unix.AT_SYMLINK_NOFOLLOW
 	if name == "" {
