@@ -6,6 +6,7 @@ package copyup
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 
 	"github.com/cowfs/cowfs/internal/sysx"
@@ -218,7 +219,7 @@ func copyXattrs(srcDir int, name string, work int, tmp string) error {
 			return fmt.Errorf("read xattr %s: %w", a, err)
 		}
 		if err := sysx.Setxattr(work, tmp, a, v, 0); err != nil {
-			if errors.Is(err, unix.EOPNOTSUPP) && a[:7] == "system." {
+			if errors.Is(err, unix.EOPNOTSUPP) && strings.HasPrefix(a, "system.") {
 				continue // e.g. ACLs on a filesystem without them
 			}
 			return fmt.Errorf("copy xattr %s: %w", a, err)

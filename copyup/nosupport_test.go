@@ -45,7 +45,7 @@ func TestFileXattrUnsupportedByUpper(t *testing.T) {
 		attr string
 		bug  string
 	}{
-		{"a one-letter user attribute name", "user.a", "copyup/copyup.go:221 (copyXattrs) slices a[:7] of a 6-byte xattr name when Setxattr fails with EOPNOTSUPP and panics; use strings.HasPrefix(a, \"system.\")"},
+		{"a one-letter user attribute name", "user.a", ""},
 		{"a seven-byte user attribute name", "user.ab", ""},
 		{"a long user attribute name", "user.mime_type", ""},
 	}

@@ -6,7 +6,6 @@ import (
 	"syscall"
 
 	"github.com/cowfs/cowfs/copyup"
-	"github.com/cowfs/cowfs/internal/sysx"
 	"github.com/cowfs/cowfs/layers"
 	"github.com/cowfs/cowfs/lookup"
 	"golang.org/x/sys/unix"
@@ -16,16 +15,6 @@ import (
 // noData skips the file data (the caller is about to truncate it to zero). Concurrent
 // callers cause one copy-up: the second waits on copyMu and finds the work done.
 func (n *node) copyUp(noData bool) syscall.Errno {
-	return n.copyUpNotify(noData, true)
-}
-
-// copyUpInDirOp is copyUp for requests during which the kernel holds the directory's
-// lock (link, rename): the kernel is told of a changed name only after the reply.
-func (n *node) copyUpInDirOp() syscall.Errno {
-	return n.copyUpNotify(false, false)
-}
-
-func (n *node) copyUpNotify(noData, notifyNow bool) syscall.Errno {
 	if !n.ofs.stack.Writable {
 		return syscall.EROFS
 	}
@@ -38,7 +27,7 @@ func (n *node) copyUpNotify(noData, notifyNow bool) syscall.Errno {
 	if p == nil {
 		return syscall.ENOENT
 	}
-	if errno := p.copyUpNotify(false, notifyNow); errno != 0 {
+	if errno := p.copyUp(false); errno != 0 {
 		return errno
 	}
 	n.copyMu.Lock()
@@ -56,28 +45,20 @@ func (n *node) copyUpNotify(noData, notifyNow bool) syscall.Errno {
 			return toErrno(err)
 		}
 		n.setLayers(append([]int{layers.Upper}, ls...))
-	} else {
-		src := copyup.Source{Layer: ls[0], Rel: rel, NoData: noData}
-		if n.StableAttr().Gen == 0 {
-			// Keep the number across copy-up; not for a lower file with several links,
-			// whose copies would otherwise share it (kernel ovl_getattr does the same).
-			src.Ino = n.StableAttr().Ino
+		if len(ls) == 1 {
+			// A lower-only directory became a merged one, whose nlink shows as 1
+			// (fixAttr): the kernel must not go on with the attributes it cached.
+			n.NotifyContent(-1, 0)
 		}
+	} else {
+		// The copy keeps the number it showed, also the copy of one link of a lower
+		// hard link (the kernel without index gives that one a new number, which a
+		// live go-fuse node cannot change: see README, intended differences).
+		src := copyup.Source{Layer: ls[0], Rel: rel, NoData: noData, Ino: n.StableAttr().Ino}
 		if err := n.ofs.cp.File(src); err != nil {
 			return toErrno(err)
 		}
 		n.setLayers([]int{layers.Upper})
-		if n.StableAttr().Gen != 0 {
-			// The copy of one link of a lower hard link is a file of its own with a number
-			// of its own (kernel ovl_getattr): have the kernel look the name up afresh.
-			// The kernel takes the directory's lock for that, so not while it holds it.
-			_, name := sysx.Split(rel)
-			if notifyNow {
-				p.NotifyEntry(name)
-			} else {
-				go p.NotifyEntry(name)
-			}
-		}
 	}
 	p.changed()
 	return 0

@@ -202,7 +202,7 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if !ok {
 		return nil, syscall.EXDEV
 	}
-	if errno := t.copyUpInDirOp(); errno != 0 {
+	if errno := t.copyUp(false); errno != 0 {
 		return nil, errno
 	}
 	src, srcName, lflags, done, errno := t.linkSource()

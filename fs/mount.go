@@ -119,6 +119,8 @@ func Mount(opts layers.Options) (*Mounted, error) {
 		AttrTimeout:     &to,
 		NegativeTimeout: &to,
 		RootStableAttr:  &gofs.StableAttr{Ino: rootIno},
+		// A mode of 0000 is a mode like any other (go-fuse would show 0644).
+		NullPermissions: true,
 	}
 	srv, err := gofs.Mount(opts.Mountpoint, ofs.root, gopts)
 	if err != nil {

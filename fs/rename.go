@@ -65,6 +65,11 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if n == np && name == newName {
 		return 0
 	}
+	// A directory with lower content cannot move; checked before emptiness, as
+	// ovl_rename checks ovl_can_move first.
+	if (srcDir && !pureUpper(se)) || (exchange && dstDir && !pureUpper(de)) {
+		return syscall.EXDEV
+	}
 	if dstExists && !exchange {
 		switch {
 		case srcDir && !dstDir:
@@ -82,9 +87,6 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			}
 		}
 	}
-	if (srcDir && !pureUpper(se)) || (exchange && dstDir && !pureUpper(de)) {
-		return syscall.EXDEV
-	}
 
 	// Bring everything involved into the upper layer.
 	src := n.child(name)
@@ -95,11 +97,11 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if src == nil || (exchange && dst == nil) {
 		return syscall.ESTALE
 	}
-	if errno := src.copyUpInDirOp(); errno != 0 {
+	if errno := src.copyUp(false); errno != 0 {
 		return errno
 	}
 	if exchange {
-		if errno := dst.copyUpInDirOp(); errno != 0 {
+		if errno := dst.copyUp(false); errno != 0 {
 			return errno
 		}
 	}

@@ -30,41 +30,42 @@ func TestDiffRegress(t *testing.T) {
 			name:   "differential seed 1: a file of mode 0000 keeps mode 0000",
 			lowers: []layer{{"l": file("x").mode(0)}},
 			upper:  layer{"u": file("XYZ").mode(0)},
-			op:     skipOpenBug("a file of mode 0000 shows as 0644 (stat of lower and upper files, create with mode 0); found by seed 1"),
-		}, open: ops(func(r *rec) {
-			r.diffStep(dop{kind: dCreate, path: "c", flags: unix.O_EXCL})
-			r.stat("l")
-			r.stat("u")
-			r.stat("c")
-		})},
+			op: ops(func(r *rec) {
+				r.diffStep(dop{kind: dCreate, path: "c", flags: unix.O_EXCL})
+				r.stat("l")
+				r.stat("u")
+				r.stat("c")
+			}),
+		}},
 		{behaviourCase: behaviourCase{
 			name:   "differential seed 5: a merged directory has st_nlink 1",
 			lowers: []layer{{"a/c d/n\nl": file("")}},
-			op:     skipOpenBug("a merged directory reports the upper directory's st_nlink instead of 1 (ovl_getattr); found by seed 5"),
-		}, open: ops(func(r *rec) {
-			r.observe()
-			r.diffStep(dop{kind: dLink, path: "n\nl/c d", path2: "b", seed: 23})
-			r.diffStep(dop{kind: dWrite, path: "a/c d/n\nl", off: 12, n: 22, seed: 12})
-			r.stat("a")
-			r.stat("a/c d")
-		})},
+			op: ops(func(r *rec) {
+				r.observe()
+				r.diffStep(dop{kind: dLink, path: "n\nl/c d", path2: "b", seed: 23})
+				r.diffStep(dop{kind: dWrite, path: "a/c d/n\nl", off: 12, n: 22, seed: 12})
+				r.stat("a")
+				r.stat("a/c d")
+			}),
+		}},
 		{behaviourCase: behaviourCase{
 			name: "differential seed 3: renaming a lower directory onto a non-empty directory fails with EXDEV",
 			lowers: []layer{
 				{"\xff\xfe": dir().mode(0o555)},
 				{"n\nl/.h/\xff\xfe": dir().xattr("user.a", "DEFG")},
 			},
-			op: skipOpenBug("rename of a lower directory onto a non-empty directory gives ENOTEMPTY, the kernel EXDEV (ovl_can_move is checked first); found by seed 3"),
-		}, open: ops(func(r *rec) {
-			r.diffStep(dop{kind: dRename, path: "\xff\xfe", path2: "n\nl/.h", seed: 23})
-		})},
+			op: ops(func(r *rec) {
+				r.diffStep(dop{kind: dRename, path: "\xff\xfe", path2: "n\nl/.h", seed: 23})
+			}),
+		}},
 		{behaviourCase: behaviourCase{
 			name:   "differential seed 25: writing to an open lower hard link after unlinking it keeps the data",
 			lowers: []layer{{"c d/\xff\xfe": hardlink("\xff\xfe"), "\xff\xfe": file("")}},
-			op:     skipOpenBug("open O_RDWR of a lower hard link, unlink, write: the fd reads back nothing, fstat says nlink=1 size=0 (kernel: the data, nlink=0); found by seed 25"),
-		}, open: ops(func(r *rec) {
-			r.diffStep(dop{kind: dUnlinkOpen, path: "c d/\xff\xfe", off: 17, n: 37})
-		})},
+			op: ops(func(r *rec) {
+				r.observe()
+				r.diffStep(dop{kind: dUnlinkOpen, path: "c d/\xff\xfe", off: 17, n: 37})
+			}),
+		}},
 	}
 	var run []behaviourCase
 	for _, c := range cases {
