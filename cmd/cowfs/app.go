@@ -47,7 +47,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		DisableSliceFlagSeparator: true,
 		Writer:                    stdout,
 		ErrWriter:                 stderr,
-		Commands:                  []*cli.Command{mountCommand()},
+		Commands:                  []*cli.Command{mountCommand(), layerCommand(), imageCommand(), containerCommand(), psCommand(), diffCommand(), commitCommand()},
 		OnUsageError:              usageError,
 		ExitErrHandler:            func(*cli.Context, error) {},
 	}

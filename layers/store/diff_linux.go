@@ -64,7 +64,7 @@ func (s *Store) Diff(name string) ([]Change, error) {
 	}
 	dir := os.NewFile(uintptr(fd), upper)
 	defer dir.Close()
-	if err := d.walk(dir, "", false); err != nil {
+	if err := d.walk(dir, "", false, false); err != nil {
 		return nil, err
 	}
 	sort.Slice(d.changes, func(i, j int) bool { return d.changes[i].Path < d.changes[j].Path })
@@ -129,11 +129,19 @@ func upperEntries(dir *os.File) (entries map[string]unix.Stat_t, whiteouts []str
 }
 
 // walk reports the changes in the upper directory dir at rel; allNew: nothing below
-// comes from a lower layer.
-func (d *differ) walk(dir *os.File, rel string, allNew bool) error {
+// comes from a lower layer; replaces: dir is an opaque directory over a lower one,
+// whose children it hides.
+func (d *differ) walk(dir *os.File, rel string, allNew, replaces bool) error {
 	entries, whiteouts, _, err := upperEntries(dir)
 	if err != nil {
 		return fmt.Errorf("diff of %q: %w", "/"+rel, err)
+	}
+	if replaces {
+		for _, c := range d.lowerChildren(rel) {
+			if _, ok := entries[c]; !ok {
+				d.add(Deleted, sysx.Join(rel, c))
+			}
+		}
 	}
 	if !allNew {
 		for _, n := range whiteouts {
@@ -159,19 +167,8 @@ func (d *differ) walk(dir *os.File, rel string, allNew bool) error {
 		}
 		sub := os.NewFile(uintptr(fd), p)
 		marks, err := whiteout.ReadDirMarks(fd, "")
-		if err == nil && inLower && marks.Opaque {
-			subEntries, _, _, lerr := upperEntries(sub)
-			err = lerr
-			if err == nil {
-				for _, c := range d.lowerChildren(p) {
-					if _, ok := subEntries[c]; !ok {
-						d.add(Deleted, sysx.Join(p, c))
-					}
-				}
-			}
-		}
 		if err == nil {
-			err = d.walk(sub, p, !inLower || marks.Opaque)
+			err = d.walk(sub, p, !inLower || marks.Opaque, inLower && marks.Opaque)
 		}
 		sub.Close()
 		if err != nil {
