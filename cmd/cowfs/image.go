@@ -73,7 +73,7 @@ func imageCommand() *cli.Command {
 			},
 			{
 				Name:  "ls",
-				Usage: "list images with their layers, size, shared size and unique size",
+				Usage: "list images with their layers (short digests; --json for full ones), size, shared size and unique size",
 				Flags: []cli.Flag{rootFlag(),
 					&cli.BoolFlag{Name: "json", Usage: "print JSON"}},
 				OnUsageError: usageError,
@@ -117,7 +117,7 @@ func imageList(c *cli.Context) error {
 		return enc.Encode(us)
 	}
 	w := tabwriter.NewWriter(c.App.Writer, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(w, "NAME\tID\tSIZE\tSHARED SIZE\tUNIQUE SIZE")
+	fmt.Fprintln(w, "NAME / LAYERS (top first)\tID\tSIZE\tSHARED SIZE\tUNIQUE SIZE")
 	for _, u := range us {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", u.Name, u.ID.Encoded()[:12], formatSize(u.Size), formatSize(u.SharedSize), formatSize(u.UniqueSize))
 		for i := len(u.LayerSizes) - 1; i >= 0; i-- {
@@ -126,7 +126,7 @@ func imageList(c *cli.Context) error {
 			if l.Shared {
 				shared = " (shared)"
 			}
-			fmt.Fprintf(w, "  %s\t\t%s%s\t\t\n", l.Digest, formatSize(l.Size), shared)
+			fmt.Fprintf(w, "  %s:%s\t\t%s%s\t\t\n", l.Digest.Algorithm(), l.Digest.Encoded()[:12], formatSize(l.Size), shared)
 		}
 	}
 	if err := w.Flush(); err != nil {
