@@ -25,3 +25,15 @@ test: setup vet
 # Long runs, not in CI: many differential sequences.
 test-long: setup
 	COWFS_DIFF_N=$${COWFS_DIFF_N:-10000} $(GO) test -count=1 -timeout 24h -run Differential ./integration/
+
+# Side-by-side benchmark of kernel overlayfs, fuse-overlayfs and cowfs (README.md,
+# "Benchmarks"): writes bench/RESULTS.md and bench/RESULTS.png. bench-quick checks the
+# harness in a few minutes (bench/RESULTS-quick.md). As root.
+.PHONY: bench bench-quick
+bench: setup build
+	sh bench/setup.sh
+	BENCH_MAKE_TARGET=bench $(GO) run ./bench $(BENCH_FLAGS)
+
+bench-quick: setup build
+	sh bench/setup.sh
+	BENCH_MAKE_TARGET=bench-quick $(GO) run ./bench -quick -out bench/RESULTS-quick.md $(BENCH_FLAGS)

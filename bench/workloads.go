@@ -1,0 +1,238 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// workload is one row of the table. prepare runs on the mounted stack outside the
+// timer; measure returns the figure (seconds of its command, or MiB).
+type workload struct {
+	name      string
+	what      string // one line for the results file
+	unit      string // "s" or "MiB"
+	cold      bool   // caches are dropped between prepare and measure
+	volatile  bool   // mounted without fsync (kernel and cowfs)
+	selfMount bool   // measure mounts and unmounts by itself
+	kernelNA  bool   // not applicable to the kernel (no daemon)
+	prepare   func(context.Context, *env) error
+	measure   func(context.Context, *env) (float64, error)
+}
+
+func workloads(cfg *config) []*workload {
+	find := func(e *env) []string { return []string{"find", e.rd.mnt} }
+	lsR := func(e *env) []string { return []string{"ls", "-lR", e.rd.mnt} }
+	tarDir := func(e *env) []string { return []string{"tar", "-cf", "-", "-C", e.rd.mnt, e.st.TarDir} }
+	seq := func(e *env) []string {
+		return []string{"dd", "if=" + e.path(e.st.ReadFile), "of=/dev/null", "bs=1M"}
+	}
+	big := fmt.Sprintf("%d MiB", cfg.bigSize>>20)
+	ws := []*workload{
+		{name: "walk-find-cold", what: "`find MNT` after a fresh mount and dropped caches", cold: true, measure: timedArgv(find)},
+		{name: "walk-find-warm", what: "`find MNT`, second time on the mount", prepare: untimedArgv(find), measure: timedArgv(find)},
+		{name: "walk-ls-lR-cold", what: "`ls -lR MNT` after a fresh mount and dropped caches", cold: true, measure: timedArgv(lsR)},
+		{name: "walk-ls-lR-warm", what: "`ls -lR MNT`, second time on the mount", prepare: untimedArgv(lsR), measure: timedArgv(lsR)},
+		{name: "stat-all-warm", what: "lstat(2) of every file of the merged tree (from a list), after one untimed pass", prepare: untimedFunc(statAll), measure: timedFunc(statAll)},
+		{name: "tar-small-cold", what: "`tar -cf - -C MNT usr/share` into a pipe (reads every small file), caches dropped", cold: true, measure: timedArgv(tarDir)},
+		{name: "seqread-cold", what: "`dd bs=1M` of a " + big + " file of the bottom layer to /dev/null, caches dropped", cold: true, measure: timedArgv(seq)},
+		{name: "seqread-warm", what: "the same read, after one untimed read on the mount", prepare: untimedArgv(seq), measure: timedArgv(seq)},
+	}
+	for _, volatile := range []bool{false, true} {
+		mode, how := "durable", "kernel default, fuse-overlayfs, cowfs default"
+		if volatile {
+			mode, how = "volatile", "kernel and cowfs `-o volatile`, fuse-overlayfs as is"
+		}
+		ws = append(ws,
+			&workload{name: "copyup-append-" + mode, volatile: volatile,
+				what:    "open(O_APPEND), write 1 byte, close: copy-up of a " + big + " lower file (" + how + ")",
+				measure: timedFunc(appendByte)},
+			&workload{name: "copyup-chmod-" + mode, volatile: volatile,
+				what:    fmt.Sprintf("chmod(2) of %d lower files, each a copy-up (%s)", cfg.chmodFiles, how),
+				measure: chmodMany})
+	}
+	untar := func(e *env) []string { return []string{"tar", "-xf", e.st.Archive, "-C", e.path("untar")} }
+	rmrf := func(e *env) []string { return []string{"rm", "-rf", e.path("untar")} }
+	mkdirUntar := func(_ context.Context, e *env) error { return os.Mkdir(e.path("untar"), 0o755) }
+	ws = append(ws,
+		&workload{name: "create-untar", what: fmt.Sprintf("`tar -xf` of %d small files into a new directory of the mount", cfg.untarFiles),
+			prepare: mkdirUntar, measure: timedArgv(untar)},
+		&workload{name: "create-rm-rf", what: "`rm -rf` of that unpacked directory (unpacked outside the timer)",
+			prepare: func(ctx context.Context, e *env) error {
+				if err := mkdirUntar(ctx, e); err != nil {
+					return err
+				}
+				return untimedArgv(untar)(ctx, e)
+			},
+			measure: timedArgv(rmrf)},
+		&workload{name: "fio-randrw-4k",
+			what: fmt.Sprintf("fio psync 4 KiB random read/write (50%%), %d MiB of I/O on a %d MiB file copied up outside the timer",
+				cfg.fioIO>>20, cfg.fioSize>>20),
+			prepare: func(_ context.Context, e *env) error {
+				now := time.Now()
+				return os.Chtimes(e.path(e.st.FioFile), now, now) // utimes copies up
+			},
+			measure: timedArgv(func(e *env) []string {
+				return []string{"fio", "--name=randrw", "--filename=" + e.path(e.st.FioFile), "--rw=randrw",
+					"--rwmixread=50", "--bs=4k", "--ioengine=psync", fmt.Sprintf("--size=%d", e.cfg.fioSize),
+					fmt.Sprintf("--io_size=%d", e.cfg.fioIO), "--randrepeat=1", "--norandommap",
+					"--output-format=terse"}
+			})},
+		&workload{name: "mount-ls-umount", what: "mount, `ls MNT`, umount (until umount returns)",
+			selfMount: true, measure: mountCycle},
+		&workload{name: "peak-rss-after-walk", unit: "MiB", kernelNA: true,
+			what: "VmHWM of the daemon after `ls -lR MNT` and an lstat of every file",
+			prepare: func(ctx context.Context, e *env) error {
+				if err := untimedArgv(lsR)(ctx, e); err != nil {
+					return err
+				}
+				return statAll(e)
+			},
+			measure: func(_ context.Context, e *env) (float64, error) { return peakRSS(e.m.pid) }},
+	)
+	for _, w := range ws {
+		if w.unit == "" {
+			w.unit = "s"
+		}
+	}
+	return ws
+}
+
+// selectWorkloads keeps the workloads named in only (names or prefixes, comma-separated).
+func selectWorkloads(ws []*workload, only string) ([]*workload, error) {
+	if only == "" {
+		return ws, nil
+	}
+	var out []*workload
+	for _, pat := range strings.Split(only, ",") {
+		n := len(out)
+		for _, w := range ws {
+			if strings.HasPrefix(w.name, strings.TrimSpace(pat)) {
+				out = append(out, w)
+			}
+		}
+		if len(out) == n {
+			return nil, fmt.Errorf("-only %q: no workload starts with %q (see -list)", only, pat)
+		}
+	}
+	return out, nil
+}
+
+// runCmd runs argv with its output discarded (through a pipe, so tar really reads)
+// and its error output kept for the error.
+func runCmd(ctx context.Context, argv []string) error {
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Stdout = io.Discard
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if len(msg) > 300 {
+			msg = msg[:300] + "..."
+		}
+		return fmt.Errorf("%s: %v: %s", strings.Join(argv[:1], " "), err, msg)
+	}
+	return nil
+}
+
+func untimedArgv(argv func(*env) []string) func(context.Context, *env) error {
+	return func(ctx context.Context, e *env) error { return runCmd(ctx, argv(e)) }
+}
+
+// timedArgv times the command alone: wall-clock from its start to its exit.
+func timedArgv(argv func(*env) []string) func(context.Context, *env) (float64, error) {
+	return func(ctx context.Context, e *env) (float64, error) {
+		a := argv(e)
+		t0 := time.Now()
+		err := runCmd(ctx, a)
+		return time.Since(t0).Seconds(), err
+	}
+}
+
+func untimedFunc(f func(*env) error) func(context.Context, *env) error {
+	return func(_ context.Context, e *env) error { return f(e) }
+}
+
+func timedFunc(f func(*env) error) func(context.Context, *env) (float64, error) {
+	return func(_ context.Context, e *env) (float64, error) {
+		t0 := time.Now()
+		err := f(e)
+		return time.Since(t0).Seconds(), err
+	}
+}
+
+func statAll(e *env) error {
+	var st unix.Stat_t
+	for _, rel := range e.st.Files {
+		if err := unix.Lstat(e.path(rel), &st); err != nil {
+			return fmt.Errorf("lstat %s: %w", rel, err)
+		}
+	}
+	return nil
+}
+
+func appendByte(e *env) error {
+	f, err := os.OpenFile(e.path(e.st.AppendFile), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write([]byte{'x'}); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// chmodMany times chmod(2) of cfg.chmodFiles regular lower files spread over the
+// tree (never symlinks: chmod would follow them out of the mount), each a copy-up.
+func chmodMany(_ context.Context, e *env) (float64, error) {
+	var small, paths []string
+	for _, rel := range e.st.Regular {
+		if !strings.HasPrefix(rel, "big/") {
+			small = append(small, rel)
+		}
+	}
+	for _, rel := range sample(small, e.cfg.chmodFiles) {
+		paths = append(paths, e.path(rel))
+	}
+	t0 := time.Now()
+	for _, p := range paths {
+		if err := unix.Chmod(p, 0o640); err != nil {
+			return 0, fmt.Errorf("chmod %s: %w", p, err)
+		}
+	}
+	return time.Since(t0).Seconds(), nil
+}
+
+// mountCycle times a mount, the first listing of its root and the unmount (until
+// umount returns); finding the daemon and waiting for its exit are outside the timer.
+func mountCycle(ctx context.Context, e *env) (float64, error) {
+	argv := mountArgv(e)
+	t0 := time.Now()
+	if err := runCmd(ctx, argv); err != nil {
+		return 0, fmt.Errorf("mount %s: %w", e.kind, err)
+	}
+	mountTime := time.Since(t0)
+	m := &mounted{kind: e.kind, mnt: e.rd.mnt}
+	if e.kind != kernelFS {
+		m.pid = daemonPID(m.mnt)
+	}
+	t1 := time.Now()
+	lsErr := runCmd(ctx, []string{"ls", e.rd.mnt})
+	out, err := exec.Command("umount", m.mnt).CombinedOutput()
+	d := mountTime + time.Since(t1)
+	if err != nil {
+		return 0, fmt.Errorf("umount: %v: %s (then: %v)", err, bytes.TrimSpace(out), m.unmount())
+	}
+	if err := m.waitDaemon(); err != nil {
+		return 0, err
+	}
+	return d.Seconds(), lsErr
+}
