@@ -278,8 +278,12 @@ func (r *rec) fstat(fd int) {
 		r.errno("fstat", err)
 		return
 	}
-	r.val("fstat", fmt.Sprintf("%s %04o %d:%d nlink=%d size=%d", typeName(st.Mode&unix.S_IFMT),
-		st.Mode&0o7777, st.Uid, st.Gid, st.Nlink, st.Size))
+	typ := st.Mode & unix.S_IFMT
+	nlink := fmt.Sprintf(" nlink=%d", st.Nlink)
+	if typ == unix.S_IFDIR && avoidOpenBugs.mergedDirNlink {
+		nlink = ""
+	}
+	r.val("fstat", fmt.Sprintf("%s %04o %d:%d%s size=%d", typeName(typ), st.Mode&0o7777, st.Uid, st.Gid, nlink, st.Size))
 }
 
 // readdirChanging reads a directory part-way, creates path2 (or removes it

@@ -29,8 +29,10 @@ import (
 
 // diffCISeeds are the seeds the default run replays: they pass today, so a
 // bug found by another seed and not fixed yet cannot make CI fail at random.
-// About 1-2 s each.
-var diffCISeeds = []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10}
+// About 0.4 s each. Seed 25 is left out: it finds the open bug of
+// "writing to an open lower hard link after unlinking it" in diff_regress_test.go.
+var diffCISeeds = []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20,
+	21, 22, 23, 24, 26, 27, 28, 29, 30}
 
 const diffDefaultOps = 60
 
@@ -77,9 +79,11 @@ var intendedDifferences = []intendedDifference{
 		appliedBy: "dropUnmergedWhiteouts, which generates whiteouts only in directories a lower layer below provides",
 	},
 	{
-		name:      "holes after copy-up",
-		reason:    "cowfs keeps every hole of a copied-up file; the kernel skips only whole 1 MiB chunks",
-		appliedBy: "dataMap, which compares data maps at holeGranularity",
+		name: "holes after copy-up",
+		reason: "cowfs keeps every hole of a copied-up file; the kernel skips only whole 1 MiB chunks " +
+			"and fills every hole after the last data (ovl_copy_up_file stops skipping at ENXIO)",
+		appliedBy: "dataMap, which compares data maps at holeGranularity, and acceptHoles, which accepts " +
+			"a cowfs file whose data extents lie within the kernel's when all else is equal",
 	},
 	{
 		name:      "inode numbers",
@@ -244,10 +248,13 @@ func runDiff(t *testing.T, c diffCase, gen *opGen, nOps int, stats *diffStats) (
 	if !tb.try(func() { km.unmount(); fm.unmount() }) || len(tb.errs) > 0 {
 		return done, &divergence{class: "unmount", detail: strings.Join(tb.errs, "\n")}
 	}
+	acceptHoles(mk, mf, stats)
 	if d := diffSnapshots("kernel", mk, "cowfs", mf); d != "" {
 		return done, &divergence{class: "final merged tree", step: len(done), detail: d}
 	}
-	if d := diffSnapshots("kernel", takeSnapshot(km.upper, upperDir), "cowfs", takeSnapshot(fm.upper, upperDir)); d != "" {
+	uk, uf := takeSnapshot(km.upper, upperDir), takeSnapshot(fm.upper, upperDir)
+	acceptHoles(uk, uf, stats)
+	if d := diffSnapshots("kernel", uk, "cowfs", uf); d != "" {
 		return done, &divergence{class: "final upper dir", step: len(done), detail: d}
 	}
 	for i, l := range fm.lowers {
@@ -266,6 +273,55 @@ func intendedFor(op dop, kernel, cowfs []string) *intendedDifference {
 		}
 	}
 	return nil
+}
+
+var dataField = regexp.MustCompile(` data=(\S+)`)
+
+// acceptHoles applies the intended difference "holes after copy-up": where
+// two descriptions differ only in data= and cowfs's extents lie within the
+// kernel's, cowfs's is set to the kernel's.
+func acceptHoles(k, f snapshot, stats *diffStats) {
+	for p, kd := range k {
+		fd, ok := f[p]
+		if !ok || fd == kd {
+			continue
+		}
+		km, fm := dataField.FindStringSubmatch(kd), dataField.FindStringSubmatch(fd)
+		if km == nil || fm == nil || dataField.ReplaceAllString(kd, "") != dataField.ReplaceAllString(fd, "") {
+			continue
+		}
+		if extentsWithin(fm[1], km[1]) {
+			f[p] = kd
+			if stats != nil {
+				stats.intended["holes after copy-up"]++
+			}
+		}
+	}
+}
+
+// extentsWithin reports whether every extent of the data map inner
+// ("[0,1048576)[2097152,3145728)" or "-") lies in some extent of outer.
+func extentsWithin(inner, outer string) bool {
+	parse := func(m string) (out [][2]int64) {
+		for _, part := range strings.Split(strings.TrimSuffix(m, ")"), ")") {
+			var a, b int64
+			if _, err := fmt.Sscanf(part, "[%d,%d", &a, &b); err == nil {
+				out = append(out, [2]int64{a, b})
+			}
+		}
+		return out
+	}
+	outs := parse(outer)
+	for _, x := range parse(inner) {
+		in := false
+		for _, o := range outs {
+			in = in || (o[0] <= x[0] && x[1] <= o[1])
+		}
+		if !in {
+			return false
+		}
+	}
+	return true
 }
 
 var dirNlink = regexp.MustCompile(`^(dir \S+ \S+) nlink=\d+`)
