@@ -46,45 +46,12 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	defer unix.Close(dirfd)
 	// A chmod rewrites an ACL's mask and a chown drops security.capability.
 	defer n.dropXattrs()
-	at := name
-	flags := unix.AT_SYMLINK_NOFOLLOW
+	t := atTarget{dirfd: dirfd, name: name, flags: unix.AT_SYMLINK_NOFOLLOW}
 	if name == "" {
-		at, flags = ".", 0
+		t.name, t.flags = ".", 0
 	}
-	if mode, ok := in.GetMode(); ok {
-		if err := unix.Fchmodat(dirfd, at, mode&0o7777, 0); err != nil {
-			return toErrno(err)
-		}
-	}
-	uid, uok := in.GetUID()
-	gid, gok := in.GetGID()
-	if uok || gok {
-		u, g := -1, -1
-		if uok {
-			u = int(uid)
-		}
-		if gok {
-			g = int(gid)
-		}
-		if err := unix.Fchownat(dirfd, at, u, g, flags); err != nil {
-			return toErrno(err)
-		}
-	}
-	if hasSize {
-		fd, err := unix.Openat(dirfd, at, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return toErrno(err)
-		}
-		err = unix.Ftruncate(fd, int64(size))
-		unix.Close(fd)
-		if err != nil {
-			return toErrno(err)
-		}
-	}
-	if ts, ok := setattrTimes(in); ok {
-		if err := unix.UtimesNanoAt(dirfd, at, ts, flags); err != nil {
-			return toErrno(err)
-		}
+	if errno := applySetattr(t, in, hasSize); errno != 0 {
+		return errno
 	}
 	st, errno := n.stat(rel)
 	if errno != 0 {
@@ -99,8 +66,26 @@ func (n *node) setattrFd(h *handle, in *fuse.SetAttrIn, out *fuse.AttrOut) sysca
 	h.mu.Lock()
 	fd := h.fd
 	h.mu.Unlock()
+	_, hasSize := in.GetSize()
+	if errno := applySetattr(fdTarget(fd), in, hasSize); errno != 0 {
+		return errno
+	}
+	return h.Getattr(context.Background(), out)
+}
+
+// setattrTarget is what a setattr changes: a name in a directory, or an open file.
+type setattrTarget interface {
+	chmod(mode uint32) error
+	chown(uid, gid int) error
+	truncate(size int64) error
+	utimes(ts []unix.Timespec) error
+}
+
+// applySetattr applies the changes of in: mode, owner, size (only when withSize: an
+// ftruncate through a writable handle was done already), times.
+func applySetattr(t setattrTarget, in *fuse.SetAttrIn, withSize bool) syscall.Errno {
 	if mode, ok := in.GetMode(); ok {
-		if err := unix.Fchmod(fd, mode&0o7777); err != nil {
+		if err := t.chmod(mode & 0o7777); err != nil {
 			return toErrno(err)
 		}
 	}
@@ -114,21 +99,52 @@ func (n *node) setattrFd(h *handle, in *fuse.SetAttrIn, out *fuse.AttrOut) sysca
 		if gok {
 			g = int(gid)
 		}
-		if err := unix.Fchown(fd, u, g); err != nil {
+		if err := t.chown(u, g); err != nil {
 			return toErrno(err)
 		}
 	}
-	if size, ok := in.GetSize(); ok {
-		if err := unix.Ftruncate(fd, int64(size)); err != nil {
+	if size, ok := in.GetSize(); ok && withSize {
+		if err := t.truncate(int64(size)); err != nil {
 			return toErrno(err)
 		}
 	}
 	if ts, ok := setattrTimes(in); ok {
-		if err := unix.UtimesNanoAt(unix.AT_FDCWD, sysx.ProcPath(fd, ""), ts, 0); err != nil {
+		if err := t.utimes(ts); err != nil {
 			return toErrno(err)
 		}
 	}
-	return h.Getattr(context.Background(), out)
+	return 0
+}
+
+// atTarget is the entry name in dirfd (flags: AT_SYMLINK_NOFOLLOW unless it is ".").
+type atTarget struct {
+	dirfd int
+	name  string
+	flags int
+}
+
+func (t atTarget) chmod(mode uint32) error  { return unix.Fchmodat(t.dirfd, t.name, mode, 0) }
+func (t atTarget) chown(uid, gid int) error { return unix.Fchownat(t.dirfd, t.name, uid, gid, t.flags) }
+func (t atTarget) utimes(ts []unix.Timespec) error {
+	return unix.UtimesNanoAt(t.dirfd, t.name, ts, t.flags)
+}
+func (t atTarget) truncate(size int64) error {
+	fd, err := unix.Openat(t.dirfd, t.name, unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Ftruncate(fd, size)
+}
+
+// fdTarget is an open file.
+type fdTarget int
+
+func (t fdTarget) chmod(mode uint32) error   { return unix.Fchmod(int(t), mode) }
+func (t fdTarget) chown(uid, gid int) error  { return unix.Fchown(int(t), uid, gid) }
+func (t fdTarget) truncate(size int64) error { return unix.Ftruncate(int(t), size) }
+func (t fdTarget) utimes(ts []unix.Timespec) error {
+	return unix.UtimesNanoAt(unix.AT_FDCWD, sysx.ProcPath(int(t), ""), ts, 0)
 }
 
 // setattrTimes turns the request's times into utimensat's, with UTIME_NOW and UTIME_OMIT.
