@@ -132,15 +132,15 @@ func run(ctx context.Context, cfg *config) error {
 	res := newResults(cfg, st, ws)
 	start = time.Now()
 	for _, w := range ws {
-		for r := 0; r < cfg.runs; r++ {
+		for r := 0; r < cfg.runs && ctx.Err() == nil; r++ {
 			for _, k := range allKinds() {
-				if w.kernelNA && k == kernelFS {
+				if (w.kernelNA && k == kernelFS) || ctx.Err() != nil {
 					continue
 				}
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
 				v, err := runOnce(ctx, cfg, st, w, k, r)
+				if ctx.Err() != nil {
+					break // an interrupted run is not a failure of the workload
+				}
 				res.add(w.name, k, v, err)
 				if err != nil {
 					log.Printf("%s %s run %d: FAILED: %v", w.name, k, r+1, err)
@@ -149,10 +149,20 @@ func run(ctx context.Context, cfg *config) error {
 				}
 			}
 		}
+		if ctx.Err() != nil {
+			break
+		}
+		// The results file is rewritten after every workload, so an interrupted run
+		// still leaves the rows it finished (marked incomplete).
+		res.done = append(res.done, w)
+		res.elapsed = time.Since(start)
+		if err := res.write(ctx); err != nil {
+			return err
+		}
 	}
-	res.elapsed = time.Since(start)
-	if err := res.write(ctx); err != nil {
-		return err
+	if ctx.Err() != nil {
+		log.Printf("interrupted; %s has the %d workloads that finished", cfg.out, len(res.done))
+		return ctx.Err()
 	}
 	log.Printf("wrote %s and %s (workloads took %s)", cfg.out, cfg.chart, res.elapsed.Round(time.Second))
 	return nil

@@ -23,7 +23,8 @@ type cell struct {
 type results struct {
 	cfg     *config
 	st      *stack
-	ws      []*workload
+	ws      []*workload // every workload selected
+	done    []*workload // those finished, in order: the rows of the table
 	cells   map[string]map[fsKind]*cell
 	start   time.Time
 	elapsed time.Duration
@@ -130,9 +131,13 @@ func (r *results) write(ctx context.Context) error {
 		"upper and work directory (on the layers' filesystem) and a fresh mount; setup is untimed; `sync` before each timed part; "+
 		"\"cold\" = `echo 3 > /proc/sys/vm/drop_caches` right before it. Kernel mounts use `redirect_dir=off,index=off,metacopy=off`. "+
 		"Times are wall-clock seconds of the workload command alone; smaller is better everywhere, so a ratio above 1 means slower (or bigger).\n\n", cfg.runs)
+	if len(r.done) < len(r.ws) {
+		p("**Incomplete:** %d of the %d workloads had finished when this file was written (the run was interrupted or is still going).\n\n",
+			len(r.done), len(r.ws))
+	}
 	p("| workload | unit | kernel | fuse-overlayfs | cowfs | cowfs/kernel | cowfs/fuse-overlayfs | fuse-overlayfs/kernel |\n")
 	p("|---|---|--:|--:|--:|--:|--:|--:|\n")
-	for _, w := range r.ws {
+	for _, w := range r.done {
 		p("| %s | %s | %s | %s | %s", w.name, w.unit, r.text(w, kernelFS), r.text(w, fuseOverlayFS), r.text(w, cowFS))
 		for _, pr := range ratioPairs() {
 			p(" | %s", formatRatio(r.ratio(w, pr[0], pr[1])))
@@ -146,11 +151,11 @@ func (r *results) write(ctx context.Context) error {
 		p("\nThe chart could not be drawn: %v\n", chartErr)
 	}
 	p("\n## Workloads\n\n")
-	for _, w := range r.ws {
+	for _, w := range r.done {
 		p("- `%s`: %s.\n", w.name, w.what)
 	}
 	var fails []string
-	for _, w := range r.ws {
+	for _, w := range r.done {
 		for _, k := range allKinds() {
 			for _, e := range r.cells[w.name][k].errs {
 				fails = append(fails, fmt.Sprintf("- `%s` on %s: %s", w.name, k, oneLine(e)))
@@ -161,7 +166,7 @@ func (r *results) write(ctx context.Context) error {
 		p("\n## Failures\n\n%s\n", strings.Join(fails, "\n"))
 	}
 	p("\n## Every run\n\n| workload | filesystem | figures, in run order |\n|---|---|---|\n")
-	for _, w := range r.ws {
+	for _, w := range r.done {
 		for _, k := range allKinds() {
 			c := r.cells[w.name][k]
 			if len(c.samples) == 0 && len(c.errs) == 0 {
@@ -234,7 +239,7 @@ func (r *results) drawChart(ctx context.Context) error {
 	}
 	defer os.RemoveAll(tmp)
 	var data strings.Builder
-	for _, w := range r.ws {
+	for _, w := range r.done {
 		fmt.Fprintf(&data, "%q", w.name)
 		for _, pr := range ratioPairs() {
 			fmt.Fprintf(&data, " %g", r.ratio(w, pr[0], pr[1]))
