@@ -116,6 +116,15 @@ func main() {
 }
 
 func run(ctx context.Context, cfg *config) error {
+	ws, err := selectWorkloads(workloads(cfg), cfg.only)
+	if err != nil {
+		return err
+	}
+	unlock, err := lockCache(cfg)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	if err := cleanStaleRuns(cfg); err != nil {
 		return err
 	}
@@ -125,10 +134,6 @@ func run(ctx context.Context, cfg *config) error {
 		return fmt.Errorf("building the layer stack: %w", err)
 	}
 	log.Printf("stack ready in %s: %s (%d files)", time.Since(start).Round(time.Second), st.Dir, len(st.Files))
-	ws, err := selectWorkloads(workloads(cfg), cfg.only)
-	if err != nil {
-		return err
-	}
 	res := newResults(cfg, st, ws)
 	start = time.Now()
 	for _, w := range ws {
@@ -210,4 +215,21 @@ func runOnce(ctx context.Context, cfg *config, st *stack, w *workload, k fsKind,
 		}
 	}
 	return w.measure(cctx, e)
+}
+
+// lockCache makes sure one benchmark at a time uses the cache directory (a second
+// one would clean up the first one's runs, and both would be timed under load).
+func lockCache(cfg *config) (func(), error) {
+	if err := os.MkdirAll(cfg.cache, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(cfg.cache, "lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("another benchmark is using %s: %w", cfg.cache, err)
+	}
+	return func() { f.Close() }, nil
 }
