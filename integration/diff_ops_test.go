@@ -428,8 +428,10 @@ func (r *rec) observe() {
 		}
 	}
 	sort.Strings(shared)
-	r.val("st_ino changed", fmt.Sprintf("%q", changed))
-	r.val("st_ino shared", strings.Join(shared, " "))
+	if !avoidOpenBugs.hardlinkIno {
+		r.val("st_ino changed", fmt.Sprintf("%q", changed))
+		r.val("st_ino shared", strings.Join(shared, " "))
+	}
 }
 
 // openFlagString names the flags of an open for a result line.
