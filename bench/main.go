@@ -79,7 +79,7 @@ func parseFlags() *config {
 	c.fioIO = *fioIOMiB << 20
 	ext := filepath.Ext(c.out)
 	c.chart = strings.TrimSuffix(c.out, ext) + ".png"
-	c.command = "go run ./bench " + strings.Join(os.Args[1:], " ")
+	c.command = strings.TrimSpace("go run ./bench " + strings.Join(os.Args[1:], " "))
 	if m := os.Getenv("BENCH_MAKE_TARGET"); m != "" {
 		c.command = "make " + m + " (" + c.command + ")"
 	}
