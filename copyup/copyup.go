@@ -38,10 +38,10 @@ type Source struct {
 	// Layer is the lower layer holding it; Rel its path there and in the upper.
 	Layer int
 	Rel   string
-	// Ino is the inode number the merged view shows for it, recorded as its origin.
-	// Zero records no origin (a lower file with several links keeps no number, as in
-	// the kernel: the copies of a broken hard link must not share one).
-	Ino uint64
+	// Ino is the inode number the merged view shows for it, recorded as its origin
+	// (zero records none), with Gen, which sets apart objects showing the same number
+	// (lookup.Entry.Gen).
+	Ino, Gen uint64
 	// NoData skips the data (the caller truncates it to zero right after).
 	NoData bool
 }
@@ -94,7 +94,7 @@ func (c *Copier) copyDir(li int, rel, parent, name string, ino uint64) error {
 	if err := unix.Mkdirat(work, tmp, 0o700); err != nil {
 		return fmt.Errorf("copy up %q: %w", rel, err)
 	}
-	if err := c.finishMeta(srcDir, name, work, tmp, &st, ino); err != nil {
+	if err := c.finishMeta(srcDir, name, work, tmp, &st, ino, 0); err != nil {
 		layers.RemoveAt(work, tmp)
 		return fmt.Errorf("copy up %q: %w", rel, err)
 	}
@@ -169,12 +169,12 @@ func (c *Copier) build(srcDir int, name string, work int, tmp string, st *unix.S
 			return err
 		}
 	}
-	return c.finishMeta(srcDir, name, work, tmp, st, src.Ino)
+	return c.finishMeta(srcDir, name, work, tmp, st, src.Ino, src.Gen)
 }
 
 // finishMeta copies owner, mode, xattrs and times from name in srcDir to tmp in work, and
-// records the origin inode number.
-func (c *Copier) finishMeta(srcDir int, name string, work int, tmp string, st *unix.Stat_t, ino uint64) error {
+// records the origin inode number and generation.
+func (c *Copier) finishMeta(srcDir int, name string, work int, tmp string, st *unix.Stat_t, ino, gen uint64) error {
 	if err := unix.Fchownat(work, tmp, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return err
 	}
@@ -189,7 +189,7 @@ func (c *Copier) finishMeta(srcDir int, name string, work int, tmp string, st *u
 		return err
 	}
 	if ino != 0 {
-		err := sysx.Setxattr(work, tmp, c.stack.Format.XattrPrefix+lookup.OriginXattr, lookup.EncodeOrigin(ino), 0)
+		err := sysx.Setxattr(work, tmp, c.stack.Format.XattrPrefix+lookup.OriginXattr, lookup.EncodeOrigin(ino, gen), 0)
 		if err != nil && !(isLink && c.stack.Format.XattrPrefix == whiteout.UserPrefix) {
 			return fmt.Errorf("record origin: %w", err)
 		}

@@ -213,8 +213,8 @@ func TestFileMetadata(t *testing.T) {
 				switch {
 				case ino == 0 && hasOrigin:
 					t.Errorf("origin %x recorded for Ino 0", origin)
-				case ino != 0 && origin != string(lookup.EncodeOrigin(ino)):
-					t.Errorf("origin = %x, want %x", origin, lookup.EncodeOrigin(ino))
+				case ino != 0 && origin != string(lookup.EncodeOrigin(ino, 0)):
+					t.Errorf("origin = %x, want %x", origin, lookup.EncodeOrigin(ino, 0))
 				}
 				assertEmptyDir(t, e.work)
 			})
@@ -284,8 +284,8 @@ func TestEnsureDir(t *testing.T) {
 		if v, ok := x["trusted.overlay.opaque"]; ok {
 			t.Errorf("%s: the lower's opaque marker %q was copied", rel, v)
 		}
-		if x["trusted."+lookup.OriginXattr] != string(lookup.EncodeOrigin(inos[rel])) {
-			t.Errorf("%s: origin %x, want %x", rel, x["trusted."+lookup.OriginXattr], lookup.EncodeOrigin(inos[rel]))
+		if x["trusted."+lookup.OriginXattr] != string(lookup.EncodeOrigin(inos[rel], 0)) {
+			t.Errorf("%s: origin %x, want %x", rel, x["trusted."+lookup.OriginXattr], lookup.EncodeOrigin(inos[rel], 0))
 		}
 	}
 	assertAbsent(t, filepath.Join(e.upper, "a/b/c/file"))

@@ -6,6 +6,7 @@ import (
 	"syscall"
 
 	"github.com/cowfs/cowfs/copyup"
+	"github.com/cowfs/cowfs/internal/sysx"
 	"github.com/cowfs/cowfs/layers"
 	"github.com/cowfs/cowfs/lookup"
 	"golang.org/x/sys/unix"
@@ -15,6 +16,16 @@ import (
 // noData skips the file data (the caller is about to truncate it to zero). Concurrent
 // callers cause one copy-up: the second waits on copyMu and finds the work done.
 func (n *node) copyUp(noData bool) syscall.Errno {
+	return n.copyUpNotify(noData, true)
+}
+
+// copyUpInDirOp is copyUp for requests during which the kernel holds the directory's
+// lock (link, rename): the kernel is told of a renumbered name only after the reply.
+func (n *node) copyUpInDirOp() syscall.Errno {
+	return n.copyUpNotify(false, false)
+}
+
+func (n *node) copyUpNotify(noData, notifyNow bool) syscall.Errno {
 	if !n.ofs.stack.Writable {
 		return syscall.EROFS
 	}
@@ -51,14 +62,31 @@ func (n *node) copyUp(noData bool) syscall.Errno {
 			n.NotifyContent(-1, 0)
 		}
 	} else {
-		// The copy keeps the number it showed, also the copy of one link of a lower
-		// hard link (the kernel without index gives that one a new number, which a
-		// live go-fuse node cannot change: see README, intended differences).
-		src := copyup.Source{Layer: ls[0], Rel: rel, NoData: noData, Ino: n.StableAttr().Ino}
+		// The copy keeps the number it showed; not the copy of one name of a lower hard
+		// link, which becomes a file of its own and gets a number of its own (as in
+		// kernel ovl_getattr): sharing the number with the other names would make tar
+		// and rsync -H take them for links of one file.
+		src := copyup.Source{Layer: ls[0], Rel: rel, NoData: noData}
+		multi := n.StableAttr().Gen != 0
+		if !multi {
+			src.Ino = n.StableAttr().Ino
+		}
 		if err := n.ofs.cp.File(src); err != nil {
 			return toErrno(err)
 		}
 		n.setLayers([]int{layers.Upper})
+		if multi {
+			// A live node cannot change its number: have the kernel look the name up
+			// afresh, which makes a new node. This node stays for the files already
+			// open on it, and rel() no longer gives it the name. The kernel takes the
+			// directory's lock for that, so not while it holds it.
+			_, name := sysx.Split(rel)
+			if notifyNow {
+				p.NotifyEntry(name)
+			} else {
+				go p.NotifyEntry(name)
+			}
+		}
 	}
 	p.changed()
 	return 0

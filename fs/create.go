@@ -119,7 +119,7 @@ func (n *node) newUpperChild(ctx context.Context, rel string, out *fuse.EntryOut
 	}
 	fillEntry(out, &st)
 	e := lookup.Entry{Layers: []int{layers.Upper}, Mode: st.Mode & unix.S_IFMT, Ino: lookup.MapIno(n.ofs.stack, layers.Upper, st.Ino)}
-	return n.newChild(ctx, rel, e), 0
+	return n.newChild(ctx, e), 0
 }
 
 // setIDBits are the mode bits a chown clears, to be set again after it.
@@ -202,7 +202,8 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if !ok {
 		return nil, syscall.EXDEV
 	}
-	if errno := t.copyUp(false); errno != 0 {
+	multi := t.StableAttr().Gen != 0 && !t.isUpper()
+	if errno := t.copyUpInDirOp(); errno != 0 {
 		return nil, errno
 	}
 	src, srcName, lflags, done, errno := t.linkSource()
@@ -217,6 +218,10 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 		return nil, errno
 	}
 	t.named()
+	if multi {
+		// The copy of a lower hard link got a number of its own, which t cannot show.
+		return n.newUpperChild(ctx, rel, out)
+	}
 	trel := rel
 	st, errno := t.stat(trel)
 	if errno != 0 {

@@ -2,7 +2,6 @@ package fs
 
 import (
 	"context"
-	"hash/fnv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -85,7 +84,9 @@ func (n *node) rel() (string, syscall.Errno) {
 	root := n.ofs.root.EmbeddedInode()
 	for cur != root {
 		name, parent := cur.Parent()
-		if parent == nil {
+		// go-fuse keeps a node's parent record when a newer lookup put another node at
+		// the name (after the daemon invalidated it): that node no longer owns the path.
+		if parent == nil || parent.GetChild(name) != cur {
 			return "", syscall.ENOENT
 		}
 		parts = append(parts, name)
@@ -163,20 +164,12 @@ func (o *overlayFS) fixAttr(st *unix.Stat_t, ls []int) {
 }
 
 // newChild makes (or finds) the node for a looked-up entry.
-func (n *node) newChild(ctx context.Context, rel string, e lookup.Entry) *gofs.Inode {
-	var gen uint64
-	if e.Multi {
-		// Names of one lower file with several links get separate nodes: a copy-up of
-		// one must not move the others (it breaks the link, as in the kernel).
-		h := fnv.New64a()
-		h.Write([]byte(rel))
-		gen = h.Sum64() | 1
-	}
+func (n *node) newChild(ctx context.Context, e lookup.Entry) *gofs.Inode {
 	child := &node{ofs: n.ofs, layers: e.Layers}
 	if e.Mode == unix.S_IFDIR {
 		child.id = n.ofs.nextID.Add(1)
 	}
-	in := n.NewInode(ctx, child, gofs.StableAttr{Mode: e.Mode, Ino: e.Ino, Gen: gen})
+	in := n.NewInode(ctx, child, gofs.StableAttr{Mode: e.Mode, Ino: e.Ino, Gen: e.Gen})
 	if got, ok := in.Operations().(*node); ok && got != child {
 		got.merge(e.Layers)
 	}
@@ -218,7 +211,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	}
 	n.ofs.fixAttr(&st, e.Layers)
 	fillEntry(out, &st)
-	return n.newChild(ctx, crel, e), 0
+	return n.newChild(ctx, e), 0
 }
 
 var _ = (gofs.NodeGetattrer)((*node)(nil))

@@ -64,7 +64,7 @@ func (o *overlayFS) mergedEntries(rel string, dirLayers []int) ([]fuse.DirEntry,
 			}
 			dino := lookup.MapIno(o.stack, li, ino)
 			if !o.stack.Lower(li) && mode != unix.S_IFDIR {
-				if orig, ok := lookup.ReadOrigin(o.stack, fd, name); ok {
+				if orig, _, ok := lookup.ReadOrigin(o.stack, fd, name); ok {
 					dino = orig
 				}
 			}

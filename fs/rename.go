@@ -76,7 +76,10 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			return syscall.ENOTDIR
 		case !srcDir && dstDir:
 			return syscall.EISDIR
-		case dstDir:
+		case dstDir && !pureUpper(de):
+			// A merged target must be empty in the merged view. An upper-only one is
+			// left to the upper filesystem's rename, after the source is marked opaque
+			// (so a failed rename leaves the mark, as in ovl_rename).
 			nrel, _ := np.rel()
 			ents, err := n.ofs.mergedEntries(sysx.Join(nrel, newName), de.Layers)
 			if err != nil {
@@ -97,11 +100,11 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if src == nil || (exchange && dst == nil) {
 		return syscall.ESTALE
 	}
-	if errno := src.copyUp(false); errno != 0 {
+	if errno := src.copyUpInDirOp(); errno != 0 {
 		return errno
 	}
 	if exchange {
-		if errno := dst.copyUp(false); errno != 0 {
+		if errno := dst.copyUpInDirOp(); errno != 0 {
 			return errno
 		}
 	}
@@ -126,9 +129,10 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if err != nil {
 		return toErrno(err)
 	}
-	// An upper directory being replaced may still hold whiteouts: move it aside.
+	// The upper copy of a merged directory being replaced (empty in the merged view)
+	// may still hold whiteouts: move it aside. An upper-only one must be empty itself.
 	var aside string
-	if !exchange && dstDir && kind == whiteout.Entry && srcDir {
+	if !exchange && dstDir && !pureUpper(de) && kind == whiteout.Entry && srcDir {
 		aside = n.ofs.cp.TempName()
 		if err := unix.Renameat(newUp, newName, st.Work, aside); err != nil {
 			return toErrno(err)

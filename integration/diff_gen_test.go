@@ -35,11 +35,7 @@ var avoidOpenBugs = struct {
 	// checks ovl_can_move first). The generator renames no directory onto
 	// an existing directory.
 	renameDirOverDir bool
-	// hardlinkIno: a copied-up lower hard link keeps the st_ino it shared
-	// with its still-lower sibling, where the kernel gives it its own (seeds
-	// 3, 4, 12, 13, 22, 26, 27 since d78418e). observe records no st_ino lines.
-	hardlinkIno bool
-}{hardlinkIno: !fixedOpenBugs, modeZero: !fixedOpenBugs, mergedDirNlink: !fixedOpenBugs, renameDirOverDir: !fixedOpenBugs}
+}{}
 
 // genStack makes 1-5 random lowers (topmost first) and a random upper.
 func genStack(rng *rand.Rand) (lowers []layer, upper layer) {

@@ -428,10 +428,8 @@ func (r *rec) observe() {
 		}
 	}
 	sort.Strings(shared)
-	if !avoidOpenBugs.hardlinkIno {
-		r.val("st_ino changed", fmt.Sprintf("%q", changed))
-		r.val("st_ino shared", strings.Join(shared, " "))
-	}
+	r.val("st_ino changed", fmt.Sprintf("%q", changed))
+	r.val("st_ino shared", strings.Join(shared, " "))
 }
 
 // openFlagString names the flags of an open for a result line.

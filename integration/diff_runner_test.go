@@ -29,14 +29,10 @@ import (
 
 // diffCISeeds are the seeds the default run replays: they pass today, so a
 // bug found by another seed and not fixed yet cannot make CI fail at random.
-// About 0.5 s each. Left out: seed 25 (the open bug "writing to an open
-// lower hard link after unlinking it", diff_regress_test.go) and seeds 3, 4
-// and 12 (open bug: a copied-up lower hard link keeps sharing st_ino with its
-// still-lower sibling, where the kernel gives it its own; seen after d78418e).
-// Seed 29 finds the open bug "linking one lower hard link after writing the
-// other" (diff_regress_test.go).
-var diffCISeeds = []uint64{1, 2, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20,
-	21, 22, 23, 24, 26, 27, 28, 30}
+// About 0.5 s each. Seeds 3, 4, 12, 25 and 29 found the bugs now covered by
+// diff_regress_test.go.
+var diffCISeeds = []uint64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20,
+	21, 22, 23, 24, 25, 26, 27, 28, 29, 30}
 
 const diffDefaultOps = 60
 

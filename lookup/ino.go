@@ -2,6 +2,7 @@ package lookup
 
 import (
 	"encoding/binary"
+	"hash/fnv"
 
 	"github.com/cowfs/cowfs/internal/sysx"
 	"github.com/cowfs/cowfs/layers"
@@ -31,28 +32,50 @@ func MapIno(s *layers.Stack, li int, ino uint64) uint64 {
 	return ino ^ uint64(s.Layers[li].DevIndex)<<devBits
 }
 
-// fileIno is the number a non-directory shows: its recorded origin when it was copied up,
-// else its own. Multi reports a lower file with several links.
-func (r *Resolver) fileIno(li, dirfd int, name string, st *unix.Stat_t) (uint64, bool, error) {
+// fileIno is the number a non-directory shows — its recorded origin when it was copied
+// up, else its own — and the generation that tells it apart from other objects showing
+// the same number (see Entry.Gen).
+func (r *Resolver) fileIno(li, dirfd int, rel, name string, st *unix.Stat_t) (ino, gen uint64) {
 	if r.stack.Lower(li) {
-		return r.mapIno(li, st.Ino), st.Nlink > 1, nil
+		if st.Nlink > 1 {
+			h := fnv.New64a()
+			h.Write([]byte(rel))
+			h.Write([]byte{'/'})
+			h.Write([]byte(name))
+			gen = h.Sum64() | 1
+		}
+		return r.mapIno(li, st.Ino), gen
 	}
-	if ino, ok := ReadOrigin(r.stack, dirfd, name); ok {
-		return ino, false, nil
+	if origin, ogen, ok := ReadOrigin(r.stack, dirfd, name); ok {
+		// The copy keeps the number and generation it showed while lower, so the node
+		// stays one node; upper hard links of one copy share the xattr.
+		return origin, ogen
 	}
-	return r.mapIno(li, st.Ino), false, nil
+	return r.mapIno(li, st.Ino), 0
 }
 
-// ReadOrigin reads the origin inode number recorded on an upper entry.
-func ReadOrigin(s *layers.Stack, dirfd int, name string) (uint64, bool) {
+// ReadOrigin reads the origin inode number (and the generation that set the object
+// apart from others showing the same number, see Entry.Gen) recorded on an upper entry.
+func ReadOrigin(s *layers.Stack, dirfd int, name string) (ino, gen uint64, ok bool) {
 	v, err := sysx.Getxattr(dirfd, name, s.Format.XattrPrefix+OriginXattr)
-	if err != nil || len(v) != 8 {
-		return 0, false
+	if err != nil {
+		return 0, 0, false
 	}
-	return binary.LittleEndian.Uint64(v), true
+	switch len(v) {
+	case 8:
+		return binary.LittleEndian.Uint64(v), 0, true
+	case 16:
+		return binary.LittleEndian.Uint64(v), binary.LittleEndian.Uint64(v[8:]), true
+	}
+	return 0, 0, false
 }
 
-// EncodeOrigin is the value of the origin xattr for inode number ino.
-func EncodeOrigin(ino uint64) []byte {
-	return binary.LittleEndian.AppendUint64(nil, ino)
+// EncodeOrigin is the value of the origin xattr: the inode number, little-endian, then
+// the generation when it is not 0.
+func EncodeOrigin(ino, gen uint64) []byte {
+	b := binary.LittleEndian.AppendUint64(nil, ino)
+	if gen != 0 {
+		b = binary.LittleEndian.AppendUint64(b, gen)
+	}
+	return b
 }

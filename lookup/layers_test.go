@@ -92,7 +92,7 @@ func writeSpec(t *testing.T, root, outside string, s spec) {
 			for _, c := range arg {
 				n = n*10 + uint64(c-'0')
 			}
-			must(t, unix.Lsetxattr(full, "trusted."+lookup.OriginXattr, lookup.EncodeOrigin(n), 0))
+			must(t, unix.Lsetxattr(full, "trusted."+lookup.OriginXattr, lookup.EncodeOrigin(n, 0), 0))
 		case "badorigin":
 			must(t, os.WriteFile(full, []byte("copied"), 0o644))
 			must(t, unix.Lsetxattr(full, "trusted."+lookup.OriginXattr, []byte{1, 2, 3, 4}, 0))

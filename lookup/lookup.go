@@ -26,8 +26,12 @@ type Entry struct {
 	Mode uint32
 	// Ino is the inode number the merged view shows (stable across copy-up and remount).
 	Ino uint64
-	// Multi: a lower non-directory with several hard links; each name of it gets its own
-	// node, because a copy-up breaks the link (as in kernel overlayfs without index).
+	// Gen tells apart objects that show the same Ino, so go-fuse (which merges nodes by
+	// number and generation) keeps them apart: each name of a lower file with several
+	// links (a copy-up breaks the link, as in kernel overlayfs without index) gets one,
+	// and its upper copy keeps it (recorded with the origin). 0 for everything else.
+	Gen uint64
+	// Multi: a lower non-directory with several hard links.
 	Multi bool
 }
 
@@ -118,8 +122,9 @@ func (r *Resolver) resolve(rel string, dirLayers []int, name string) (Entry, err
 			}
 			e.Layers = []int{li}
 			e.Mode = st.Mode & unix.S_IFMT
-			e.Ino, e.Multi, err = r.fileIno(li, dirfd, name, &st)
-			return e, err
+			e.Ino, e.Gen = r.fileIno(li, dirfd, rel, name, &st)
+			e.Multi = r.stack.Lower(li) && st.Nlink > 1
+			return e, nil
 		}
 		if e.Layers == nil {
 			e.Mode = unix.S_IFDIR
