@@ -42,6 +42,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 // dispatch sends a subcommand to the urfave/cli app and anything else to the
 // fuse-overlayfs-compatible parser.
 func dispatch(args []string, stdout, stderr io.Writer) error {
+	args = globalRoot(args)
 	app := newApp(stdout, stderr)
 	if len(args) > 1 && (args[1] == "help" || app.Command(args[1]) != nil) {
 		return app.Run(args)
@@ -57,6 +58,23 @@ func dispatch(args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 	return start(opts)
+}
+
+// globalRoot takes a --root DIR given before the subcommand (`cowfs --root DIR ps`) as
+// if it came after it, through the flag's environment variable.
+func globalRoot(args []string) []string {
+	if len(args) < 2 {
+		return args
+	}
+	switch {
+	case args[1] == "--root" && len(args) > 2:
+		os.Setenv("COWFS_ROOT", args[2])
+		return append([]string{args[0]}, args[3:]...)
+	case strings.HasPrefix(args[1], "--root="):
+		os.Setenv("COWFS_ROOT", strings.TrimPrefix(args[1], "--root="))
+		return append([]string{args[0]}, args[2:]...)
+	}
+	return args
 }
 
 // oneLine keeps an error message on one line: a trailing newline (fusermount's
