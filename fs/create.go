@@ -119,7 +119,11 @@ func (n *node) newUpperChild(ctx context.Context, rel string, out *fuse.EntryOut
 	}
 	fillEntry(out, &st)
 	e := lookup.Entry{Layers: []int{layers.Upper}, Mode: st.Mode & unix.S_IFMT, Ino: lookup.MapIno(n.ofs.stack, layers.Upper, st.Ino)}
-	return n.newChild(ctx, e), 0
+	child := n.newChild(ctx, e)
+	if cn, ok := child.Operations().(*node); ok {
+		cn.remember(&st)
+	}
+	return child, 0
 }
 
 // setIDBits are the mode bits a chown clears, to be set again after it.

@@ -29,8 +29,12 @@ type node struct {
 	id  uint64
 	gen atomic.Uint64
 
-	// mu guards layers and xattrs.
+	// mu guards layers, xattrs and last.
 	mu sync.Mutex
+	// last is the attributes last reported (Ino 0: none yet): what fstat shows once the
+	// name is gone and no open file of ours can answer (a fifo or a device is opened by
+	// the kernel alone).
+	last unix.Stat_t
 	// layers are the layers holding the object, topmost first (see lookup.Entry.Layers).
 	// The slice is replaced, never changed in place.
 	layers []int
@@ -136,7 +140,30 @@ func (n *node) stat(rel string) (unix.Stat_t, syscall.Errno) {
 		return st, toErrno(err)
 	}
 	n.ofs.fixAttr(&st, ls)
+	n.remember(&st)
 	return st, 0
+}
+
+func (n *node) remember(st *unix.Stat_t) {
+	n.mu.Lock()
+	n.last = *st
+	n.mu.Unlock()
+}
+
+// unlinked records that one name of the node was removed.
+func (n *node) unlinked() {
+	n.mu.Lock()
+	if n.last.Nlink > 0 {
+		n.last.Nlink--
+	}
+	n.mu.Unlock()
+}
+
+// lastAttr is what remember kept, if anything.
+func (n *node) lastAttr() (unix.Stat_t, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.last, n.last.Ino != 0
 }
 
 // statIn lstat()s rel in layer li.
@@ -211,7 +238,11 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	}
 	n.ofs.fixAttr(&st, e.Layers)
 	fillEntry(out, &st)
-	return n.newChild(ctx, e), 0
+	child := n.newChild(ctx, e)
+	if cn, ok := child.Operations().(*node); ok {
+		cn.remember(&st)
+	}
+	return child, 0
 }
 
 var _ = (gofs.NodeGetattrer)((*node)(nil))
@@ -229,6 +260,10 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 			if err != nil {
 				return toErrno(err)
 			}
+			fillAttr(out, &st)
+			return 0
+		}
+		if st, ok := n.lastAttr(); ok {
 			fillAttr(out, &st)
 			return 0
 		}

@@ -52,7 +52,13 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	if e.Mode == unix.S_IFDIR {
 		return syscall.EISDIR
 	}
-	return n.remove(rel, name, e, false)
+	if errno := n.remove(rel, name, e, false); errno != 0 {
+		return errno
+	}
+	if c := n.child(name); c != nil {
+		c.unlinked()
+	}
+	return 0
 }
 
 var _ = (gofs.NodeRmdirer)((*node)(nil))

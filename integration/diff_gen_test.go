@@ -53,14 +53,20 @@ func genStack(rng *rand.Rand) (lowers []layer, upper layer) {
 // directories"). The shrinker calls it again after dropping entries.
 func dropUnmergedWhiteouts(lowers []layer, upper layer) {
 	all := append([]layer{upper}, lowers...) // top first
-	for i, l := range all {
-		for p, e := range l {
-			if e.kind != kindWhiteout && e.kind != kindWhiteoutFile && e.kind != kindWhiteoutXattr {
-				continue
-			}
-			c := contributors(all, filepath.Dir(p))
-			if len(c) == 1 && c[0] == i {
-				delete(l, p)
+	// Until nothing changes: dropping a whiteout can leave another directory
+	// unmerged (the whiteout hid a path that merged it).
+	for dropped := true; dropped; {
+		dropped = false
+		for i, l := range all {
+			for p, e := range l {
+				if e.kind != kindWhiteout && e.kind != kindWhiteoutFile && e.kind != kindWhiteoutXattr {
+					continue
+				}
+				c := contributors(all, filepath.Dir(p))
+				if len(c) == 1 && c[0] == i {
+					delete(l, p)
+					dropped = true
+				}
 			}
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -102,8 +103,16 @@ const openFlags = unix.O_NONBLOCK | unix.O_CLOEXEC
 // differential runner and the reproducers it prints both go through here.
 func (r *rec) diffStep(op dop) {
 	r.apply(op)
+	if op.kind == dLink || op.kind == dRename {
+		// See intendedDifferences, "renumbering after link or rename".
+		time.Sleep(renumberSettle)
+	}
 	r.observe()
 }
+
+// renumberSettle is how long observe waits after a link or rename for cowfs's
+// invalidation of a renumbered hard link to reach the kernel.
+const renumberSettle = 5 * time.Millisecond
 
 // apply runs one operation and records every errno and datum it sees.
 func (r *rec) apply(op dop) {
