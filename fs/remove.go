@@ -55,7 +55,9 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	if errno := n.remove(rel, name, e, false); errno != 0 {
 		return errno
 	}
-	if c := n.child(name); c != nil {
+	if c := n.child(name); c != nil && e.Layers[0] == layers.Upper {
+		// A lower object only got hidden: its own link count does not change (the
+		// kernel's fstat asks the lower inode too).
 		c.unlinked()
 	}
 	return 0

@@ -112,7 +112,7 @@ func (r *rec) diffStep(op dop) {
 
 // renumberSettle is how long observe waits after a link or rename for cowfs's
 // invalidation of a renumbered hard link to reach the kernel.
-const renumberSettle = 5 * time.Millisecond
+const renumberSettle = 30 * time.Millisecond
 
 // apply runs one operation and records every errno and datum it sees.
 func (r *rec) apply(op dop) {

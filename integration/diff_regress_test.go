@@ -81,6 +81,23 @@ func TestDiffRegress(t *testing.T) {
 				r.diffStep(dop{kind: dRead, path: "a", seed: 19})
 			}),
 		}},
+		{behaviourCase: behaviourCase{
+			name:   "differential seed 2000015: an open lower fifo keeps its link count after its name is removed",
+			lowers: []layer{{"n\nl": fifo()}},
+			op: ops(func(r *rec) {
+				r.observe()
+				r.diffStep(dop{kind: dUnlinkOpen, path: "n\nl", off: 53, n: 22, seed: 2})
+			}),
+		}},
+		{behaviourCase: behaviourCase{
+			name:   "differential seed 100100: an open upper fifo shows nlink 0 after its name is removed",
+			lowers: []layer{{}, {"e.txt/.h/b": dir().xattr("user.c", "DE")}},
+			op: ops(func(r *rec) {
+				r.observe()
+				r.diffStep(dop{kind: dMkfifo, path: "e.txt/.h/c d", mode: 0o644, seed: 15})
+				r.diffStep(dop{kind: dUnlinkOpen, path: "e.txt/.h/c d", off: 54, n: 35, seed: 14})
+			}),
+		}},
 	}
 	var run []behaviourCase
 	for _, c := range cases {
