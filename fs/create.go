@@ -20,7 +20,7 @@ type owner struct{ uid, gid int }
 func (n *node) ownerFor(ctx context.Context, upperDir int) owner {
 	o := owner{uid: -1, gid: -1}
 	if c, ok := fuse.FromContext(ctx); ok {
-		o.uid, o.gid = int(c.Uid), int(c.Gid)
+		o.uid, o.gid = n.ofs.diskOwner(int(c.Uid), int(c.Gid))
 	}
 	var st unix.Stat_t
 	if unix.Fstat(upperDir, &st) == nil && st.Mode&unix.S_ISGID != 0 {
@@ -117,7 +117,7 @@ func (n *node) newUpperChild(ctx context.Context, rel string, out *fuse.EntryOut
 	if err != nil {
 		return nil, toErrno(err)
 	}
-	fillEntry(out, &st)
+	n.ofs.fillEntry(out, &st)
 	e := lookup.Entry{Layers: []int{layers.Upper}, Mode: st.Mode & unix.S_IFMT, Ino: lookup.MapIno(n.ofs.stack, layers.Upper, st.Ino)}
 	child := n.newChild(ctx, e)
 	if cn, ok := child.Operations().(*node); ok {
@@ -231,6 +231,6 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	if errno != 0 {
 		return nil, errno
 	}
-	fillEntry(out, &st)
+	n.ofs.fillEntry(out, &st)
 	return t.EmbeddedInode(), 0
 }

@@ -183,7 +183,7 @@ func (h *handle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return toErrno(err)
 	}
-	fillAttr(out, &st)
+	h.n.ofs.fillAttr(out, &st)
 	return 0
 }
 

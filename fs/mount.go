@@ -87,7 +87,7 @@ func Mount(opts layers.Options) (*Mounted, error) {
 		// POSIX ACLs: the kernel checks them (default_permissions alone looks at the
 		// mode bits only) and caches them per inode, so `ls -l` does not ask the
 		// daemon for system.posix_acl_access on every file.
-		EnableAcl: true,
+		EnableAcl: !opts.NoACL,
 		Debug:     opts.Debug,
 		Options:   []string{"default_permissions"},
 	}

@@ -203,12 +203,46 @@ func (n *node) newChild(ctx context.Context, e lookup.Entry) *gofs.Inode {
 	return in
 }
 
-func fillEntry(out *fuse.EntryOut, st *unix.Stat_t) {
-	out.Attr.FromStat(toSyscallStat(st))
+func (o *overlayFS) fillEntry(out *fuse.EntryOut, st *unix.Stat_t) {
+	out.Attr.FromStat(o.view(st))
 }
 
-func fillAttr(out *fuse.AttrOut, st *unix.Stat_t) {
-	out.Attr.FromStat(toSyscallStat(st))
+func (o *overlayFS) fillAttr(out *fuse.AttrOut, st *unix.Stat_t) {
+	out.Attr.FromStat(o.view(st))
+}
+
+// view turns a layer's attributes into the merged view's: owners through the ID maps
+// or squashed (fuse-overlayfs's uidmapping=, squash_to_*), directories with nlink 1
+// under static_nlink.
+func (o *overlayFS) view(st *unix.Stat_t) *syscall.Stat_t {
+	out := toSyscallStat(st)
+	opts := &o.stack.Opts
+	out.Uid, out.Gid = opts.UIDMap.ToView(out.Uid), opts.GIDMap.ToView(out.Gid)
+	if opts.SquashToRoot {
+		out.Uid, out.Gid = 0, 0
+	}
+	if opts.SquashUID != nil {
+		out.Uid = *opts.SquashUID
+	}
+	if opts.SquashGID != nil {
+		out.Gid = *opts.SquashGID
+	}
+	if opts.StaticNlink && out.Mode&syscall.S_IFMT == syscall.S_IFDIR {
+		out.Nlink = 1
+	}
+	return out
+}
+
+// diskOwner is how a view owner is stored (-1, "unchanged", stays -1).
+func (o *overlayFS) diskOwner(uid, gid int) (int, int) {
+	opts := &o.stack.Opts
+	if uid >= 0 {
+		uid = int(opts.UIDMap.ToDisk(uint32(uid)))
+	}
+	if gid >= 0 {
+		gid = int(opts.GIDMap.ToDisk(uint32(gid)))
+	}
+	return uid, gid
 }
 
 func toSyscallStat(st *unix.Stat_t) *syscall.Stat_t {
@@ -237,7 +271,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 		return nil, toErrno(err)
 	}
 	n.ofs.fixAttr(&st, e.Layers)
-	fillEntry(out, &st)
+	n.ofs.fillEntry(out, &st)
 	child := n.newChild(ctx, e)
 	if cn, ok := child.Operations().(*node); ok {
 		cn.remember(&st)
@@ -260,11 +294,11 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 			if err != nil {
 				return toErrno(err)
 			}
-			fillAttr(out, &st)
+			n.ofs.fillAttr(out, &st)
 			return 0
 		}
 		if st, ok := n.lastAttr(); ok {
-			fillAttr(out, &st)
+			n.ofs.fillAttr(out, &st)
 			return 0
 		}
 		return errno
@@ -273,7 +307,7 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 	if errno != 0 {
 		return errno
 	}
-	fillAttr(out, &st)
+	n.ofs.fillAttr(out, &st)
 	return 0
 }
 

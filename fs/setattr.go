@@ -50,14 +50,14 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	if name == "" {
 		t.name, t.flags = ".", 0
 	}
-	if errno := applySetattr(t, in, hasSize); errno != 0 {
+	if errno := n.ofs.applySetattr(t, in, hasSize); errno != 0 {
 		return errno
 	}
 	st, errno := n.stat(rel)
 	if errno != 0 {
 		return errno
 	}
-	fillAttr(out, &st)
+	n.ofs.fillAttr(out, &st)
 	return 0
 }
 
@@ -67,7 +67,7 @@ func (n *node) setattrFd(h *handle, in *fuse.SetAttrIn, out *fuse.AttrOut) sysca
 	fd := h.fd
 	h.mu.Unlock()
 	_, hasSize := in.GetSize()
-	if errno := applySetattr(fdTarget(fd), in, hasSize); errno != 0 {
+	if errno := n.ofs.applySetattr(fdTarget(fd), in, hasSize); errno != 0 {
 		return errno
 	}
 	return h.Getattr(context.Background(), out)
@@ -83,7 +83,7 @@ type setattrTarget interface {
 
 // applySetattr applies the changes of in: mode, owner, size (only when withSize: an
 // ftruncate through a writable handle was done already), times.
-func applySetattr(t setattrTarget, in *fuse.SetAttrIn, withSize bool) syscall.Errno {
+func (o *overlayFS) applySetattr(t setattrTarget, in *fuse.SetAttrIn, withSize bool) syscall.Errno {
 	if mode, ok := in.GetMode(); ok {
 		if err := t.chmod(mode & 0o7777); err != nil {
 			return toErrno(err)
@@ -99,6 +99,7 @@ func applySetattr(t setattrTarget, in *fuse.SetAttrIn, withSize bool) syscall.Er
 		if gok {
 			g = int(gid)
 		}
+		u, g = o.diskOwner(u, g)
 		if err := t.chown(u, g); err != nil {
 			return toErrno(err)
 		}

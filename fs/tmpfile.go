@@ -52,7 +52,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 		unix.Close(anon)
 		return nil, nil, 0, toErrno(err)
 	}
-	fillEntry(out, &st)
+	n.ofs.fillEntry(out, &st)
 	child := &node{ofs: n.ofs, layers: []int{layers.Upper}, anon: true, anonFd: anon}
 	in := n.NewInode(ctx, child, gofs.StableAttr{Mode: unix.S_IFREG, Ino: lookup.MapIno(n.ofs.stack, layers.Upper, st.Ino)})
 	return in, &handle{n: child, fd: fd, layer: layers.Upper, flags: f}, fuse.FOPEN_KEEP_CACHE, 0

@@ -37,6 +37,8 @@ type testMount struct {
 	work   string
 	// logPath is the daemon's debug log (only with -v).
 	logPath string
+	// extra are more -o options for the FUSE program.
+	extra string
 	// daemon is the foreground daemon started under -v, nil otherwise;
 	// exited receives its exit status.
 	daemon  *exec.Cmd
@@ -49,6 +51,8 @@ type mountOpts struct {
 	// tmpfsLayers puts every layer (and upper+work) on its own fresh tmpfs,
 	// so that inode numbers collide between layers.
 	tmpfsLayers bool
+	// extra are more -o options for the FUSE program (not for the kernel).
+	extra string
 }
 
 // newTestMount writes the layers (lowers topmost first, then the upper as the
@@ -78,7 +82,7 @@ func newTestMountOpts(t testing.TB, kind mountKind, o mountOpts, layers ...layer
 	if err := os.Chmod(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	m := &testMount{t: t, kind: kind, root: root, dir: filepath.Join(root, "mnt")}
+	m := &testMount{t: t, kind: kind, root: root, dir: filepath.Join(root, "mnt"), extra: o.extra}
 	mkdir := func(name string) string {
 		d := filepath.Join(root, name)
 		if err := os.Mkdir(d, 0o755); err != nil {
@@ -128,6 +132,9 @@ func (m *testMount) mount() {
 		return
 	}
 	args := []string{"-o", m.optionString(), m.dir}
+	if m.extra != "" {
+		args = append([]string{"-o", m.extra}, args...)
+	}
 	if testing.Verbose() {
 		// Foreground with the FUSE traffic in a file we print on failure.
 		m.logPath = filepath.Join(filepath.Dir(m.dir), fmt.Sprintf("daemon-%d.log", time.Now().UnixNano()))

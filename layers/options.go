@@ -35,6 +35,19 @@ type Options struct {
 	// Context is the SELinux context="..." value; accepted and passed on.
 	Context string
 
+	// UIDMap and GIDMap translate owners between the layers and the view
+	// (uidmapping=, gidmapping=); empty is the identity.
+	UIDMap, GIDMap IDMap
+	// SquashToRoot shows every object as owned by 0:0 (squash_to_root); SquashUID and
+	// SquashGID, when set, show every owner as that ID instead (squash_to_uid=,
+	// squash_to_gid=), and win over SquashToRoot.
+	SquashToRoot         bool
+	SquashUID, SquashGID *uint32
+	// StaticNlink shows every directory with nlink 1 (static_nlink).
+	StaticNlink bool
+	// NoACL turns POSIX ACL support off (noacl).
+	NoACL bool
+
 	// Foreground keeps the daemon in the foreground (-f).
 	Foreground bool
 	// Debug prints the FUSE traffic (-d, or option debug).
@@ -225,6 +238,9 @@ func (o Options) Format() string {
 		{o.AllowOther, "allow_other"},
 		{o.Volatile, "volatile"},
 		{o.Debug, "debug"},
+		{o.SquashToRoot, "squash_to_root"},
+		{o.StaticNlink, "static_nlink"},
+		{o.NoACL, "noacl"},
 	}
 	for _, f := range flags {
 		if f.set {
@@ -233,6 +249,18 @@ func (o Options) Format() string {
 	}
 	if o.Context != "" {
 		items = append(items, `context="`+escapeQuoted(o.Context)+`"`)
+	}
+	if len(o.UIDMap) > 0 {
+		items = append(items, "uidmapping="+o.UIDMap.String())
+	}
+	if len(o.GIDMap) > 0 {
+		items = append(items, "gidmapping="+o.GIDMap.String())
+	}
+	if o.SquashUID != nil {
+		items = append(items, fmt.Sprintf("squash_to_uid=%d", *o.SquashUID))
+	}
+	if o.SquashGID != nil {
+		items = append(items, fmt.Sprintf("squash_to_gid=%d", *o.SquashGID))
 	}
 	return strings.Join(items, ",")
 }

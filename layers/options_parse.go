@@ -3,6 +3,7 @@ package layers
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -86,6 +87,27 @@ func (o *Options) applyItem(item string) error {
 		o.Work = value
 	case "context":
 		o.Context = value
+	case "uidmapping", "gidmapping":
+		m, err := ParseIDMap(value)
+		if err != nil {
+			return fmt.Errorf("option %s: %w", key, err)
+		}
+		if key == "uidmapping" {
+			o.UIDMap = m
+		} else {
+			o.GIDMap = m
+		}
+	case "squash_to_uid", "squash_to_gid":
+		n, err := strconv.ParseUint(value, 10, 32)
+		if err != nil {
+			return fmt.Errorf("option %s=%q: want a number", key, value)
+		}
+		id := uint32(n)
+		if key == "squash_to_uid" {
+			o.SquashUID = &id
+		} else {
+			o.SquashGID = &id
+		}
 	case "fsync":
 		switch value {
 		case "0":
@@ -124,13 +146,20 @@ func (o *Options) flag(key string) func() {
 		return func() { o.Volatile = true }
 	case "debug":
 		return func() { o.Debug = true }
+	case "squash_to_root":
+		return func() { o.SquashToRoot = true }
+	case "static_nlink":
+		return func() { o.StaticNlink = true }
+	case "noacl":
+		return func() { o.NoACL = true }
 	}
 	return nil
 }
 
 func (o *Options) takesValue(key string) bool {
 	switch key {
-	case "lowerdir", "upperdir", "workdir", "context", "fsync":
+	case "lowerdir", "upperdir", "workdir", "context", "fsync",
+		"uidmapping", "gidmapping", "squash_to_uid", "squash_to_gid":
 		return true
 	}
 	return false

@@ -32,6 +32,11 @@ colon, a comma and a backslash, and "double quotes" keep commas and colons:
   volatile, fsync=0|1   skip fsync (volatile or fsync=0) or not (fsync=1)
   context="..."         SELinux context
   debug                 print the FUSE traffic (implies -f)
+  uidmapping=D:V:N[:..] show stored uid D..D+N-1 as V..V+N-1 (gidmapping= likewise;
+                        unmapped ids show as 65534)
+  squash_to_root        show every owner as 0:0 (squash_to_uid=, squash_to_gid= win)
+  static_nlink          show every directory with nlink 1
+  noacl                 no POSIX ACL support
 default_permissions (always on), defaults and the atime options are accepted and
 have no effect.`
 
