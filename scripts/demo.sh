@@ -3,6 +3,8 @@
 # deletes, shows the merged view and the resulting upper directory, unmounts.
 set -eu
 cd "$(dirname "$0")/.."
+export PATH="$PATH:/usr/local/go/bin"
+sh scripts/setup.sh
 go build -o bin/cowfs ./cmd/cowfs
 d=$(mktemp -d /tmp/cowfs-demo.XXXXXX)
 mkdir -p "$d/base/etc" "$d/app/etc" "$d/upper" "$d/work" "$d/merged"
