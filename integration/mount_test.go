@@ -26,6 +26,10 @@ const (
 // the kernel's upper directory is comparable.
 const kernelOptions = "redirect_dir=off,index=off,metacopy=off"
 
+// daemonLog runs FUSE daemons in the foreground with -d, their traffic in a file that
+// a failing test prints (COWFS_TEST_DAEMON_LOG=1; it slows long runs down).
+var daemonLog = os.Getenv("COWFS_TEST_DAEMON_LOG") != ""
+
 // testMount is one live overlay mount over fresh layer directories.
 type testMount struct {
 	t      testing.TB
@@ -135,7 +139,7 @@ func (m *testMount) mount() {
 	if m.extra != "" {
 		args = append([]string{"-o", m.extra}, args...)
 	}
-	if testing.Verbose() {
+	if daemonLog {
 		// Foreground with the FUSE traffic in a file we print on failure.
 		m.logPath = filepath.Join(filepath.Dir(m.dir), fmt.Sprintf("daemon-%d.log", time.Now().UnixNano()))
 		logf, err := os.Create(m.logPath)
