@@ -207,8 +207,15 @@ func machine(dir string) string {
 			mem = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
 		}
 	}
-	return fmt.Sprintf("%d CPUs (nproc), %s RAM, Linux %s, layers on %s", runtime.NumCPU(), mem,
-		cmdOutput("uname", "-r"), cmdOutput("findmnt", "-n", "-o", "FSTYPE,SOURCE", "-T", dir))
+	load := "?"
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(b)); len(f) >= 3 {
+			load = strings.Join(f[:3], " ")
+		}
+	}
+	return fmt.Sprintf("%d CPUs (nproc), %s RAM, Linux %s, layers on %s; load average when written %s "+
+		"(anything above ~0.5 means other work shared the machine and inflated the times)", runtime.NumCPU(), mem,
+		cmdOutput("uname", "-r"), cmdOutput("findmnt", "-n", "-o", "FSTYPE,SOURCE", "-T", dir), load)
 }
 
 func versions(cfg *config) string {
