@@ -15,7 +15,20 @@ import (
 
 // owner is who a new object belongs to: the caller, with the group of a set-group-ID
 // parent directory (as on any Linux filesystem).
-type owner struct{ uid, gid int }
+type owner struct {
+	uid, gid int
+	// setgid: the parent directory is set-group-ID (new directories inherit the bit).
+	setgid bool
+}
+
+// addMode adds mode bits to name in dirfd.
+func addMode(dirfd int, name string, bits uint32) error {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	return unix.Fchmodat(dirfd, name, (st.Mode&0o7777)|bits, 0)
+}
 
 func (n *node) ownerFor(ctx context.Context, upperDir int) owner {
 	o := owner{uid: -1, gid: -1}
@@ -24,7 +37,7 @@ func (n *node) ownerFor(ctx context.Context, upperDir int) owner {
 	}
 	var st unix.Stat_t
 	if unix.Fstat(upperDir, &st) == nil && st.Mode&unix.S_ISGID != 0 {
-		o.gid = int(st.Gid)
+		o.gid, o.setgid = int(st.Gid), true
 	}
 	return o
 }
@@ -72,6 +85,13 @@ func (n *node) createUpper(ctx context.Context, name string, isDir, setOwner boo
 		if err := chown(st.Work, tmp); err != nil {
 			layers.RemoveAt(st.Work, tmp)
 			return "", toErrno(err)
+		}
+		if isDir && who.setgid {
+			// Built in the work dir, it did not inherit the parent's set-group-ID bit.
+			if err := addMode(st.Work, tmp, unix.S_ISGID); err != nil {
+				layers.RemoveAt(st.Work, tmp)
+				return "", toErrno(err)
+			}
 		}
 		if isDir {
 			if err := st.Format.SetOpaque(st.Work, tmp); err != nil {

@@ -62,6 +62,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		return syscall.EEXIST
 	}
 	srcDir, dstDir := se.Mode == unix.S_IFDIR, dstExists && de.Mode == unix.S_IFDIR
+	dstBusy := false // an upper-only target directory that is not empty
 	if n == np && name == newName {
 		return 0
 	}
@@ -76,17 +77,21 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			return syscall.ENOTDIR
 		case !srcDir && dstDir:
 			return syscall.EISDIR
-		case dstDir && !pureUpper(de):
-			// A merged target must be empty in the merged view. An upper-only one is
-			// left to the upper filesystem's rename, after the source is marked opaque
-			// (so a failed rename leaves the mark, as in ovl_rename).
+		case dstDir:
+			// The target must be empty in the merged view (markers do not count). A
+			// merged one is refused at once; an upper-only one only after the source is
+			// marked opaque below, as in ovl_rename, where the upper filesystem's rename
+			// is what fails.
 			nrel, _ := np.rel()
 			ents, err := n.ofs.mergedEntries(sysx.Join(nrel, newName), de.Layers)
 			if err != nil {
 				return toErrno(err)
 			}
 			if len(ents) > 0 {
-				return syscall.ENOTEMPTY
+				if !pureUpper(de) {
+					return syscall.ENOTEMPTY
+				}
+				dstBusy = true
 			}
 		}
 	}
@@ -129,10 +134,10 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 	if err != nil {
 		return toErrno(err)
 	}
-	// The upper copy of a merged directory being replaced (empty in the merged view)
-	// may still hold whiteouts: move it aside. An upper-only one must be empty itself.
+	// The upper copy of a directory being replaced (empty in the merged view) may still
+	// hold whiteouts or markers: move it aside.
 	var aside string
-	if !exchange && dstDir && !pureUpper(de) && kind == whiteout.Entry && srcDir {
+	if !exchange && dstDir && !dstBusy && kind == whiteout.Entry && srcDir {
 		aside = n.ofs.cp.TempName()
 		if err := unix.Renameat(newUp, newName, st.Work, aside); err != nil {
 			return toErrno(err)
@@ -151,6 +156,9 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			restore()
 			return toErrno(err)
 		}
+	}
+	if dstBusy {
+		return syscall.ENOTEMPTY
 	}
 	if exchange && dstDir && len(n.getLayers()) > 1 {
 		if err := st.Format.SetOpaque(newUp, newName); err != nil {

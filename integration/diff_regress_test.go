@@ -98,6 +98,27 @@ func TestDiffRegress(t *testing.T) {
 				r.diffStep(dop{kind: dUnlinkOpen, path: "e.txt/.h/c d", off: 54, n: 35, seed: 14})
 			}),
 		}},
+		{behaviourCase: behaviourCase{
+			name:   "differential seed 100000587: mkdir over a whiteout in a set-group-ID directory keeps the bit",
+			lowers: []layer{{"c d/a/n\nl": file("HIJ").mode(0o755)}},
+			op: ops(func(r *rec) {
+				r.observe()
+				r.diffStep(dop{kind: dUnlink, path: "c d/a/n\nl", seed: 25})
+				r.diffStep(dop{kind: dRmdir, path: "c d/a", seed: 23})
+				r.diffStep(dop{kind: dChmod, path: "c d", mode: 0o2755, seed: 21})
+				r.diffStep(dop{kind: dMkdir, path: "c d/a", mode: 0o700, seed: 20})
+			}),
+		}},
+		{behaviourCase: behaviourCase{
+			name:   "differential seed 200000643: a directory renamed over an upper directory holding only an opaque marker",
+			lowers: []layer{{"e.txt/b/sub": dir()}},
+			upper:  layer{"n\nl": dir().opaqueByFile()},
+			op: ops(func(r *rec) {
+				r.observe()
+				r.diffStep(dop{kind: dMkdir, path: "e.txt/b/sub/\xff\xfe", mode: 0o555, seed: 16})
+				r.diffStep(dop{kind: dRename, path: "e.txt/b/sub/\xff\xfe", path2: "n\nl", seed: 17})
+			}),
+		}},
 	}
 	var run []behaviourCase
 	for _, c := range cases {
