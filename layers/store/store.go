@@ -296,34 +296,26 @@ func (s *Store) cleanTmp() {
 
 // Layers returns the layer records sorted by digest.
 func (s *Store) Layers() ([]Layer, error) {
-	var out []Layer
-	err := s.view(func(m *metadata) error {
-		for _, k := range sortedKeys(m.Layers) {
-			out = append(out, *m.Layers[k])
-		}
-		return nil
-	})
-	return out, err
+	return records(s, func(m *metadata) map[string]*Layer { return m.Layers })
 }
 
 // Images returns the image records sorted by name.
 func (s *Store) Images() ([]Image, error) {
-	var out []Image
-	err := s.view(func(m *metadata) error {
-		for _, k := range sortedKeys(m.Images) {
-			out = append(out, *m.Images[k])
-		}
-		return nil
-	})
-	return out, err
+	return records(s, func(m *metadata) map[string]*Image { return m.Images })
 }
 
 // Containers returns the container records sorted by name.
 func (s *Store) Containers() ([]Container, error) {
-	var out []Container
+	return records(s, func(m *metadata) map[string]*Container { return m.Containers })
+}
+
+// records copies the records of one kind out of the metadata, sorted by key.
+func records[T any](s *Store, of func(*metadata) map[string]*T) ([]T, error) {
+	var out []T
 	err := s.view(func(m *metadata) error {
-		for _, k := range sortedKeys(m.Containers) {
-			out = append(out, *m.Containers[k])
+		recs := of(m)
+		for _, k := range sortedKeys(recs) {
+			out = append(out, *recs[k])
 		}
 		return nil
 	})
