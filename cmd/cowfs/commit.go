@@ -20,11 +20,7 @@ func commitCommand() *cli.Command {
 			&cli.StringFlag{Name: "name", Usage: "new image `NAME` (default: the short image ID)"}},
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
-			args, err := needArgs(c, 1, "NAME")
-			if err != nil {
-				return err
-			}
-			s, err := openStore(c)
+			s, args, err := storeArgs(c, 1, "NAME")
 			if err != nil {
 				return err
 			}

@@ -22,11 +22,7 @@ func containerCommand() *cli.Command {
 					&cli.StringFlag{Name: "name", Usage: "container `NAME` (default: the short ID)"}},
 				OnUsageError: usageError,
 				Action: func(c *cli.Context) error {
-					args, err := needArgs(c, 1, "IMAGE")
-					if err != nil {
-						return err
-					}
-					s, err := openStore(c)
+					s, args, err := storeArgs(c, 1, "IMAGE")
 					if err != nil {
 						return err
 					}
@@ -49,11 +45,7 @@ func containerCommand() *cli.Command {
 					&cli.BoolFlag{Name: "volatile", Usage: "skip fsync"}},
 				OnUsageError: usageError,
 				Action: func(c *cli.Context) error {
-					args, err := needArgs(c, 2, "NAME MOUNTPOINT")
-					if err != nil {
-						return err
-					}
-					s, err := openStore(c)
+					s, args, err := storeArgs(c, 2, "NAME MOUNTPOINT")
 					if err != nil {
 						return err
 					}
@@ -84,11 +76,7 @@ func containerCommand() *cli.Command {
 				Flags:        []cli.Flag{rootFlag()},
 				OnUsageError: usageError,
 				Action: func(c *cli.Context) error {
-					args, err := needArgs(c, 1, "NAME")
-					if err != nil {
-						return err
-					}
-					s, err := openStore(c)
+					s, args, err := storeArgs(c, 1, "NAME")
 					if err != nil {
 						return err
 					}

@@ -18,11 +18,7 @@ func diffCommand() *cli.Command {
 		Flags:        []cli.Flag{rootFlag()},
 		OnUsageError: usageError,
 		Action: func(c *cli.Context) error {
-			args, err := needArgs(c, 1, "NAME")
-			if err != nil {
-				return err
-			}
-			s, err := openStore(c)
+			s, args, err := storeArgs(c, 1, "NAME")
 			if err != nil {
 				return err
 			}

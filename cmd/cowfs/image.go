@@ -25,11 +25,7 @@ func imageCommand() *cli.Command {
 					&cli.StringFlag{Name: "name", Usage: "image `NAME` (default: the index's ref.name annotation, else the short ID)"}},
 				OnUsageError: usageError,
 				Action: func(c *cli.Context) error {
-					args, err := needArgs(c, 1, "OCI_LAYOUT_DIR|OCI_ARCHIVE")
-					if err != nil {
-						return err
-					}
-					s, err := openStore(c)
+					s, args, err := storeArgs(c, 1, "OCI_LAYOUT_DIR|OCI_ARCHIVE")
 					if err != nil {
 						return err
 					}
@@ -86,11 +82,7 @@ func imageCommand() *cli.Command {
 				Flags:        []cli.Flag{rootFlag()},
 				OnUsageError: usageError,
 				Action: func(c *cli.Context) error {
-					args, err := needArgs(c, 1, "NAME")
-					if err != nil {
-						return err
-					}
-					s, err := openStore(c)
+					s, args, err := storeArgs(c, 1, "NAME")
 					if err != nil {
 						return err
 					}

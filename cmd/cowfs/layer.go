@@ -33,11 +33,7 @@ func layerCommand() *cli.Command {
 				Flags:        []cli.Flag{rootFlag()},
 				OnUsageError: usageError,
 				Action: func(c *cli.Context) error {
-					args, err := needArgs(c, 1, "DIGEST")
-					if err != nil {
-						return err
-					}
-					s, err := openStore(c)
+					s, args, err := storeArgs(c, 1, "DIGEST")
 					if err != nil {
 						return err
 					}
@@ -74,11 +70,7 @@ func layerCommand() *cli.Command {
 				Flags:        []cli.Flag{rootFlag()},
 				OnUsageError: usageError,
 				Action: func(c *cli.Context) error {
-					args, err := needArgs(c, 1, "DIGEST")
-					if err != nil {
-						return err
-					}
-					s, err := openStore(c)
+					s, args, err := storeArgs(c, 1, "DIGEST")
 					if err != nil {
 						return err
 					}
@@ -124,11 +116,7 @@ func layerCommand() *cli.Command {
 
 // layerImport is `cowfs layer import FILE|DIR|-`.
 func layerImport(c *cli.Context) error {
-	args, err := needArgs(c, 1, "FILE|DIR|-")
-	if err != nil {
-		return err
-	}
-	s, err := openStore(c)
+	s, args, err := storeArgs(c, 1, "FILE|DIR|-")
 	if err != nil {
 		return err
 	}

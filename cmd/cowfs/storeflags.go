@@ -35,6 +35,16 @@ func openStore(c *cli.Context) (*store.Store, error) {
 	return store.Open(root)
 }
 
+// storeArgs returns the store of --root and the n positional arguments (see needArgs).
+func storeArgs(c *cli.Context, n int, usage string) (*store.Store, []string, error) {
+	args, err := needArgs(c, n, usage)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := openStore(c)
+	return s, args, err
+}
+
 // needArgs returns the n positional arguments, applying the flags written after them
 // (`cowfs container create IMAGE --name N`), which urfave/cli v2 leaves as arguments.
 func needArgs(c *cli.Context, n int, usage string) ([]string, error) {
