@@ -96,7 +96,7 @@ var intendedDifferences = []intendedDifference{
 			"of its own, as in the kernel; cowfs tells the kernel to look the name up again, which it " +
 			"can only do after replying (the kernel holds the directory's lock for the request), so for " +
 			"microseconds the old number shows",
-		appliedBy: "diffStep, which waits renumberSettle after a link or rename before it observes (both mounts)",
+		appliedBy: "diffStep, which waits renumberSettle after a link or rename of a hard link before it observes (both mounts)",
 	},
 }
 
