@@ -122,7 +122,7 @@ func Mount(opts layers.Options) (*Mounted, error) {
 		// A mode of 0000 is a mode like any other (go-fuse would show 0644).
 		NullPermissions: true,
 	}
-	srv, err := gofs.Mount(opts.Mountpoint, ofs.root, gopts)
+	srv, err := mount(opts.Mountpoint, ofs.root, gopts)
 	if err != nil {
 		ofs.close()
 		return nil, fmt.Errorf("mount %q: %w", opts.Mountpoint, err)
@@ -134,6 +134,21 @@ func Mount(opts layers.Options) (*Mounted, error) {
 		close(m.done)
 	}()
 	return m, nil
+}
+
+// mount is go-fuse's fs.Mount, except for its last step. Once fuse.NewServer returns,
+// the filesystem is mounted; WaitMount then runs go-fuse's "poll hack", which opens a
+// file in the new mount, and fails only if someone unmounted it first. That is a mount
+// that came and went, not a failure: the server runs until then, Wait returns, and the
+// daemon exits 0 as after any unmount.
+func mount(dir string, root *node, opts *gofs.Options) (*fuse.Server, error) {
+	srv, err := fuse.NewServer(gofs.NewNodeFS(root, opts), dir, &opts.MountOptions)
+	if err != nil {
+		return nil, err
+	}
+	go srv.Serve()
+	_ = srv.WaitMount()
+	return srv, nil
 }
 
 func newOverlayFS(stack *layers.Stack) (*overlayFS, error) {
