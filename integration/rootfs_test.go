@@ -191,10 +191,10 @@ func runCrun(t *testing.T, rootfs, script string) (string, error) {
 	config := map[string]any{
 		"ociVersion": "1.0.2",
 		"process": map[string]any{
-			"user": map[string]any{"uid": 0, "gid": 0},
-			"args": []string{"/bin/sh", "-c", script},
-			"env":  []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"},
-			"cwd":  "/",
+			"user":         map[string]any{"uid": 0, "gid": 0},
+			"args":         []string{"/bin/sh", "-c", script},
+			"env":          []string{"PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"},
+			"cwd":          "/",
 			"capabilities": map[string]any{"bounding": caps, "effective": caps, "permitted": caps},
 			"rlimits":      []map[string]any{{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}},
 		},
