@@ -73,47 +73,9 @@ func buildTestImage(t *testing.T, debian bool) *testImage {
 	if _, err := os.Lstat(filepath.Join(im.base, victim)); err != nil {
 		t.Fatalf("base layer: %v", err)
 	}
-	l1 := layer{
-		"etc/motd":                    file("layer1 motd\n"),
-		"etc/removed-by-layer2":       file("soon gone\n"),
-		"app/bin/hello.sh":            file("#!/bin/sh\necho hello from layer1\n").mode(0o755),
-		"app/etc/config":              file("version=1\n"),
-		"app/delete-me":               file("delete me\n"),
-		"app/rename-src":              file("rename me\n"),
-		"app/owned":                   file("owned\n"),
-		"app/chmod-me":                file("chmod me\n").mode(0o644),
-		"app/big.bin":                 file(strings.Repeat("0123456789abcdef", 2<<20/16)),
-		"var/lib/data/a":              file("a\n"),
-		"var/lib/data/b":              file("b\n"),
-		"var/lib/data/sub/c":          file("c\n"),
-		"var/lib/data/hl1":            file("lower hard link\n"),
-		"var/lib/data/hl2":            hardlink("var/lib/data/hl1"),
-		"var/lib/links/l1":            file("two names\n"),
-		"var/lib/links/l2":            hardlink("var/lib/links/l1"),
-		"opq/keep":                    file("hidden by layer2's opaque dir\n"),
-		"opq/old1":                    file("old1\n"),
-		"opq/sub/x":                   file("x\n"),
-		"cache/f1":                    file("f1\n"),
-		"cache/deep/f2":               file("f2\n"),
-		"usr/share/doc/base/README":   file("base docs\n"),
-		"usr/share/doc/base/old-news": file("old news\n"),
-		"srv":                         dir(),
-	}
-	writeLayer(t, im.layer1, l1, true)
-	l2 := layer{
-		"etc/motd":                    file("layer2 motd\n"),
-		"etc/removed-by-layer2":       whiteout(),
-		"app/etc/config":              file("version=2\n"),
-		"app/etc/extra":               file("extra\n"),
-		"usr/share/doc/base/old-news": whiteout(),
-		"cache":                       whiteout(),
-		"opq":                         dir().opaqueDir(),
-		"opq/new":                     file("new in layer2\n"),
-		victim:                        whiteout(),
-	}
-	writeLayer(t, im.layer2, l2, true)
-	im.hidden = []string{"/etc/removed-by-layer2", "/usr/share/doc/base/old-news", "/cache", "/cache/f1",
-		"/cache/deep", "/cache/deep/f2", "/opq/keep", "/opq/old1", "/opq/sub", "/opq/sub/x", "/" + victim}
+	writeLayer(t, im.layer1, imageLayer1(), true)
+	writeLayer(t, im.layer2, imageLayer2(victim), true)
+	im.hidden = imageHidden(victim)
 	if debian {
 		deb := buildTinyDeb(t)
 		if err := os.MkdirAll(filepath.Join(im.layer1, "opt/pkgs"), 0o755); err != nil {
@@ -296,4 +258,56 @@ func mountImage(t *testing.T, kind mountKind, im *testImage, extra string) *test
 	t.Cleanup(m.cleanup)
 	m.mount()
 	return m
+}
+
+// imageLayer1 adds files and directories over the base and overrides one.
+func imageLayer1() layer {
+	return layer{
+		"etc/motd":                    file("layer1 motd\n"),
+		"etc/removed-by-layer2":       file("soon gone\n"),
+		"app/bin/hello.sh":            file("#!/bin/sh\necho hello from layer1\n").mode(0o755),
+		"app/etc/config":              file("version=1\n"),
+		"app/delete-me":               file("delete me\n"),
+		"app/rename-src":              file("rename me\n"),
+		"app/owned":                   file("owned\n"),
+		"app/chmod-me":                file("chmod me\n").mode(0o644),
+		"app/big.bin":                 file(strings.Repeat("0123456789abcdef", 2<<20/16)),
+		"var/lib/data/a":              file("a\n"),
+		"var/lib/data/b":              file("b\n"),
+		"var/lib/data/sub/c":          file("c\n"),
+		"var/lib/data/hl1":            file("lower hard link\n"),
+		"var/lib/data/hl2":            hardlink("var/lib/data/hl1"),
+		"var/lib/links/l1":            file("two names\n"),
+		"var/lib/links/l2":            hardlink("var/lib/links/l1"),
+		"opq/keep":                    file("hidden by layer2's opaque dir\n"),
+		"opq/old1":                    file("old1\n"),
+		"opq/sub/x":                   file("x\n"),
+		"cache/f1":                    file("f1\n"),
+		"cache/deep/f2":               file("f2\n"),
+		"usr/share/doc/base/README":   file("base docs\n"),
+		"usr/share/doc/base/old-news": file("old news\n"),
+		"srv":                         dir(),
+	}
+}
+
+// imageLayer2 overrides, whites out (a file of layer1, a directory of
+// layer1, victim of the base) and makes /opq opaque.
+func imageLayer2(victim string) layer {
+	return layer{
+		"etc/motd":                    file("layer2 motd\n"),
+		"etc/removed-by-layer2":       whiteout(),
+		"app/etc/config":              file("version=2\n"),
+		"app/etc/extra":               file("extra\n"),
+		"usr/share/doc/base/old-news": whiteout(),
+		"cache":                       whiteout(),
+		"opq":                         dir().opaqueDir(),
+		"opq/new":                     file("new in layer2\n"),
+		victim:                        whiteout(),
+	}
+}
+
+// imageHidden are the names layer2 deletes.
+func imageHidden(victim string) []string {
+	return []string{"/etc/removed-by-layer2", "/usr/share/doc/base/old-news", "/cache", "/cache/f1",
+		"/cache/deep", "/cache/deep/f2", "/opq/keep", "/opq/old1", "/opq/sub", "/opq/sub/x", "/" + victim}
 }
