@@ -188,7 +188,7 @@ func (c *Copier) finishMeta(srcDir int, name string, work int, tmp string, st *u
 	if err := copyXattrs(srcDir, name, work, tmp); err != nil {
 		return err
 	}
-	if ino != 0 {
+	if ino != 0 && c.stack.Format.XattrPrefix != "" {
 		err := sysx.Setxattr(work, tmp, c.stack.Format.XattrPrefix+lookup.OriginXattr, lookup.EncodeOrigin(ino, gen), 0)
 		if err != nil && !(isLink && c.stack.Format.XattrPrefix == whiteout.UserPrefix) {
 			return fmt.Errorf("record origin: %w", err)

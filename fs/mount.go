@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log"
 	"os"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -112,6 +113,9 @@ func Mount(opts layers.Options) (*Mounted, error) {
 	}
 	if opts.Debug {
 		mo.Logger = log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
+		if f := stack.Format; stack.Writable && len(f.Fallbacks) > 0 {
+			mo.Logger.Printf("cowfs: unprivileged fallbacks: %s", strings.Join(f.Fallbacks, "; "))
+		}
 	}
 	gopts := &gofs.Options{
 		MountOptions:    mo,

@@ -41,8 +41,9 @@ type testMount struct {
 	work   string
 	// logPath is the daemon's debug log (only with -v).
 	logPath string
-	// extra are more -o options for the FUSE program.
+	// extra are more -o options for the FUSE program; env its extra environment.
 	extra string
+	env   []string
 	// daemon is the foreground daemon started under -v, nil otherwise;
 	// exited receives its exit status.
 	daemon  *exec.Cmd
@@ -57,6 +58,8 @@ type mountOpts struct {
 	tmpfsLayers bool
 	// extra are more -o options for the FUSE program (not for the kernel).
 	extra string
+	// env is added to the FUSE program's environment (not for the kernel).
+	env []string
 }
 
 // newTestMount writes the layers (lowers topmost first, then the upper as the
@@ -86,7 +89,7 @@ func newTestMountOpts(t testing.TB, kind mountKind, o mountOpts, layers ...layer
 	if err := os.Chmod(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	m := &testMount{t: t, kind: kind, root: root, dir: filepath.Join(root, "mnt"), extra: o.extra}
+	m := &testMount{t: t, kind: kind, root: root, dir: filepath.Join(root, "mnt"), extra: o.extra, env: o.env}
 	mkdir := func(name string) string {
 		d := filepath.Join(root, name)
 		if err := os.Mkdir(d, 0o755); err != nil {
@@ -149,6 +152,7 @@ func (m *testMount) mount() {
 		defer logf.Close()
 		m.daemon = exec.Command(fuseProg, append([]string{"-d"}, args...)...)
 		m.daemon.Stdout, m.daemon.Stderr = logf, logf
+		m.daemon.Env = append(os.Environ(), m.env...)
 		if err := m.daemon.Start(); err != nil {
 			m.t.Fatalf("start %s: %v", fuseProg, err)
 		}
@@ -172,6 +176,7 @@ func (m *testMount) mount() {
 		return
 	}
 	cmd := exec.Command(fuseProg, args...)
+	cmd.Env = append(os.Environ(), m.env...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		m.t.Fatalf("%s %s: %v\n%s", fuseProg, strings.Join(args, " "), err, out)

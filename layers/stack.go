@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/cowfs/cowfs/internal/sysx"
 	"github.com/cowfs/cowfs/whiteout"
@@ -116,7 +117,11 @@ func (s *Stack) openWork() error {
 	if err := ClearDir(s.Work); err != nil {
 		return fmt.Errorf("clean work dir: %w", err)
 	}
-	s.Format, err = whiteout.Probe(s.Work)
+	var force []string
+	if v := os.Getenv(whiteout.ForceEnv); v != "" {
+		force = strings.Split(v, ",")
+	}
+	s.Format, err = whiteout.Probe(s.Work, force...)
 	return err
 }
 

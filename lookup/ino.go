@@ -57,6 +57,9 @@ func (r *Resolver) fileIno(li, dirfd int, rel, name string, st *unix.Stat_t) (in
 // ReadOrigin reads the origin inode number (and the generation that set the object
 // apart from others showing the same number, see Entry.Gen) recorded on an upper entry.
 func ReadOrigin(s *layers.Stack, dirfd int, name string) (ino, gen uint64, ok bool) {
+	if s.Format.XattrPrefix == "" {
+		return 0, 0, false // the upper takes no xattrs: nothing was recorded
+	}
 	v, err := sysx.Getxattr(dirfd, name, s.Format.XattrPrefix+OriginXattr)
 	if err != nil {
 		return 0, 0, false

@@ -3,6 +3,7 @@ package whiteout_test
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -292,11 +293,59 @@ func TestProbe(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := whiteout.Format{XattrPrefix: "trusted.", CharDev: true}
-		if f != want {
+		if !reflect.DeepEqual(f, want) {
 			t.Errorf("Probe = %+v, want %+v", f, want)
 		}
 		if names := dirNames(t, d); len(names) != 0 {
 			t.Errorf("work dir holds %q after the probe", names)
+		}
+	})
+	for _, tt := range []struct {
+		name, force string
+		want        whiteout.Format
+		says        string
+	}{
+		{"without mknod, whiteouts are .wh. files", "mknod", whiteout.Format{XattrPrefix: "trusted."}, "mknod 0/0"},
+		{"without trusted xattrs, markers are user. xattrs", "trusted", whiteout.Format{XattrPrefix: "user.", CharDev: true}, "user.overlay.*"},
+		{"without xattrs, opaque directories hold a .wh..wh..opq file", "xattr", whiteout.Format{CharDev: true}, ".wh..wh..opq"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d := t.TempDir()
+			f, err := whiteout.Probe(openPath(t, d), tt.force)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(f.Fallbacks) != 1 || !strings.Contains(f.Fallbacks[0], tt.says) {
+				t.Errorf("Fallbacks = %q, want one that says %q", f.Fallbacks, tt.says)
+			}
+			f.Fallbacks = nil
+			if !reflect.DeepEqual(f, tt.want) {
+				t.Errorf("Probe = %+v, want %+v", f, tt.want)
+			}
+		})
+	}
+	t.Run("a filesystem without xattrs (ramfs) gets .wh..wh..opq files", func(t *testing.T) {
+		d := t.TempDir()
+		if err := unix.Mount("ramfs", d, "ramfs", 0, ""); err != nil {
+			t.Skipf("cannot mount ramfs: %v", err)
+		}
+		t.Cleanup(func() { unix.Unmount(d, unix.MNT_DETACH) })
+		f, err := whiteout.Probe(openPath(t, d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.XattrPrefix != "" {
+			t.Errorf("Probe on ramfs = %+v, want no xattr prefix", f)
+		}
+		if err := os.Mkdir(filepath.Join(d, "o"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.SetOpaque(openPath(t, d), "o"); err != nil {
+			t.Fatal(err)
+		}
+		m, err := whiteout.ReadDirMarks(openPath(t, d), "o")
+		if err != nil || !m.Opaque {
+			t.Errorf("after SetOpaque on ramfs: ReadDirMarks = %+v, %v; want opaque", m, err)
 		}
 	})
 	t.Run("a leftover probe entry from a crash does not stop the probe", func(t *testing.T) {

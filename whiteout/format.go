@@ -3,6 +3,7 @@ package whiteout
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/cowfs/cowfs/internal/sysx"
 	"golang.org/x/sys/unix"
@@ -10,29 +11,64 @@ import (
 
 // Format is how this mount writes markers, probed once at mount in the work directory.
 type Format struct {
-	// XattrPrefix is "trusted." when the daemon may set trusted xattrs, else "user.".
+	// XattrPrefix is "trusted." when the daemon may set trusted xattrs, else "user.",
+	// and "" when the upper filesystem takes no xattrs at all: opaque directories then
+	// hold a `.wh..wh..opq` file (fuse-overlayfs's and OCI's marker) and copied-up
+	// objects record no origin.
 	XattrPrefix string
 	// CharDev: whiteouts are char 0/0 devices; otherwise `.wh.NAME` files.
 	CharDev bool
+	// Fallbacks says, one phrase each, what this mount does instead of the kernel's
+	// format and why (empty when it writes the kernel's format); cowfs -d prints it.
+	Fallbacks []string
 }
 
+// ForceEnv names the environment variable that makes Probe act as if privileges were
+// missing, to test the fallbacks on a machine that has them: a comma-separated list of
+// "mknod" (whiteouts as .wh. files), "trusted" (user.overlay.* xattrs) and "xattr" (no
+// xattrs: .wh..wh..opq files).
+const ForceEnv = "COWFS_FORCE_FALLBACK"
+
 // Probe finds the format the daemon can write, by trying it in the work dir workfd.
-func Probe(workfd int) (Format, error) {
+// force lists the privileges to treat as missing (see ForceEnv).
+func Probe(workfd int, force ...string) (Format, error) {
+	forced := map[string]bool{}
+	for _, f := range force {
+		forced[f] = true
+	}
 	f := Format{XattrPrefix: UserPrefix}
 	const probe = "cowfs-probe"
 	_ = unix.Unlinkat(workfd, probe, 0)
-	if err := unix.Mknodat(workfd, probe, unix.S_IFCHR, 0); err == nil {
+	errForced := fmt.Errorf("treated as refused (%s)", ForceEnv)
+	var err error = errForced
+	if !forced["mknod"] {
+		err = unix.Mknodat(workfd, probe, unix.S_IFCHR, 0)
+	}
+	if err == nil {
 		f.CharDev = true
 		_ = unix.Unlinkat(workfd, probe, 0)
+	} else {
+		f.Fallbacks = append(f.Fallbacks, fmt.Sprintf("whiteouts are .wh.NAME files (mknod 0/0: %v)", err))
 	}
 	if err := unix.Mkdirat(workfd, probe, 0o700); err != nil {
 		return f, fmt.Errorf("probe work dir: %w", err)
 	}
 	defer unix.Unlinkat(workfd, probe, unix.AT_REMOVEDIR)
-	if err := sysx.Setxattr(workfd, probe, TrustedPrefix+OpaqueXattr, []byte("y"), 0); err == nil {
+	try := func(prefix string) error {
+		if forced[strings.TrimSuffix(prefix, ".")] || forced["xattr"] {
+			return errForced
+		}
+		return sysx.Setxattr(workfd, probe, prefix+OpaqueXattr, []byte("y"), 0)
+	}
+	terr := try(TrustedPrefix)
+	switch {
+	case terr == nil:
 		f.XattrPrefix = TrustedPrefix
-	} else if err := sysx.Setxattr(workfd, probe, UserPrefix+OpaqueXattr, []byte("y"), 0); err != nil {
-		return f, fmt.Errorf("work dir supports neither trusted nor user xattrs: %w", err)
+	case try(UserPrefix) == nil:
+		f.Fallbacks = append(f.Fallbacks, fmt.Sprintf("markers are user.overlay.* xattrs (trusted.*: %v)", terr))
+	default:
+		f.XattrPrefix = ""
+		f.Fallbacks = append(f.Fallbacks, fmt.Sprintf("opaque directories hold a %s file, no origin is recorded (no trusted.* or user.* xattrs: %v)", OpaqueName, terr))
 	}
 	return f, nil
 }
@@ -55,12 +91,32 @@ func (f Format) Create(dirfd int, name string) error {
 	return unix.Close(fd)
 }
 
-// SetOpaque marks directory name in dirfd opaque.
+// SetOpaque marks directory name in dirfd opaque: with the overlay.opaque xattr, or a
+// `.wh..wh..opq` file in it when the upper takes no xattrs.
 func (f Format) SetOpaque(dirfd int, name string) error {
+	if f.XattrPrefix == "" {
+		if err := createOpaqueFile(dirfd, name); err != nil {
+			return fmt.Errorf("mark %q opaque: %w", name, err)
+		}
+		return nil
+	}
 	if err := sysx.Setxattr(dirfd, name, f.OpaqueAttr(), []byte("y"), 0); err != nil {
 		return fmt.Errorf("mark %q opaque: %w", name, err)
 	}
 	return nil
+}
+
+func createOpaqueFile(dirfd int, name string) error {
+	dir, err := sysx.OpenBeneath(dirfd, name, unix.O_PATH|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dir)
+	fd, err := unix.Openat(dir, OpaqueName, unix.O_CREAT|unix.O_WRONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o644)
+	if err != nil {
+		return err
+	}
+	return unix.Close(fd)
 }
 
 // Kind is what an upper directory holds at a name, as far as whiteouts go.
