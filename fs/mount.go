@@ -108,13 +108,24 @@ func Mount(opts layers.Options) (*Mounted, error) {
 			mo.Options = append(mo.Options, f.no)
 		}
 	}
+	// The SELinux label of every file: only a kernel with SELinux knows the option (it
+	// refuses the mount otherwise); elsewhere it means nothing (fuse-overlayfs
+	// accepts it and always drops it).
+	contextIgnored := false
 	if opts.Context != "" {
-		mo.Options = append(mo.Options, "context="+opts.Context)
+		if selinuxEnabled() {
+			mo.Options = append(mo.Options, "context="+opts.Context)
+		} else {
+			contextIgnored = true
+		}
 	}
 	if opts.Debug {
 		mo.Logger = log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
 		if f := stack.Format; stack.Writable && len(f.Fallbacks) > 0 {
 			mo.Logger.Printf("cowfs: unprivileged fallbacks: %s", strings.Join(f.Fallbacks, "; "))
+		}
+		if contextIgnored {
+			mo.Logger.Printf("cowfs: context=%q ignored: SELinux is not enabled", opts.Context)
 		}
 	}
 	gopts := &gofs.Options{
@@ -138,6 +149,12 @@ func Mount(opts layers.Options) (*Mounted, error) {
 		close(m.done)
 	}()
 	return m, nil
+}
+
+// selinuxEnabled reports whether the kernel runs SELinux (its filesystem is mounted).
+func selinuxEnabled() bool {
+	_, err := os.Stat("/sys/fs/selinux/enforce")
+	return err == nil
 }
 
 // mount is go-fuse's fs.Mount, except for its last step. Once fuse.NewServer returns,

@@ -421,19 +421,46 @@ func TestDaemonErrorReachesTheParent(t *testing.T) {
 	bin := buildCowfs(t)
 	d := newTestDirs(t)
 	unmountAtEnd(t, d.mnt)
-	// Check cannot tell that the kernel will refuse this context; the daemon finds
-	// out when it mounts, and the parent must say so.
-	r := runCowfs(t, bin, "-o", d.opts()+",context=bogus", d.mnt)
-	skipIfStub(t, r)
+	// A second mount of the same upper and work dirs: Check cannot tell, the daemon
+	// finds the work dir locked when it opens the layers, and the parent must say so.
+	if r := runCowfs(t, bin, "-o", d.opts(), d.mnt); r.code != 0 {
+		skipIfStub(t, r)
+		t.Fatalf("first mount: exit %d: %s", r.code, r.stderr)
+	}
+	second := filepath.Join(d.root, "mnt2")
+	if err := os.Mkdir(second, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	unmountAtEnd(t, second)
+	r := runCowfs(t, bin, "-o", d.opts(), second)
 	if r.code == 0 {
-		t.Skip("this system accepts context=bogus, so the daemon cannot fail here")
+		t.Fatal("a second mount of the same work dir succeeded")
 	}
 	lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
-	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "cowfs: ") {
-		t.Errorf("stderr %q does not end with a cowfs: line", r.stderr)
+	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "cowfs: ") || !strings.Contains(last, "in use") {
+		t.Errorf("stderr %q does not end with a cowfs: line saying the work dir is in use", r.stderr)
 	}
 	if r.code != 1 {
 		t.Errorf("exit code %d, want 1", r.code)
+	}
+}
+
+// TestContextIsAccepted mounts with containers/storage's context="..." (quotes, commas
+// inside them): passed to the kernel where SELinux runs, accepted and dropped elsewhere.
+func TestContextIsAccepted(t *testing.T) {
+	bin := buildCowfs(t)
+	d := newTestDirs(t)
+	unmountAtEnd(t, d.mnt)
+	r := runCowfs(t, bin, "-o", d.opts()+`,context="system_u:object_r:container_file_t:s0:c1,c2"`, d.mnt)
+	skipIfStub(t, r)
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	if got := mounted(t, d.mnt); got != "fuse.cowfs" {
+		t.Fatalf("mounted %q, want fuse.cowfs", got)
+	}
+	if out, err := exec.Command("fusermount3", "-u", d.mnt).CombinedOutput(); err != nil {
+		t.Fatalf("fusermount3 -u: %v: %s", err, out)
 	}
 }
 
