@@ -6,6 +6,8 @@ missing=""
 command -v fusermount3 >/dev/null 2>&1 || missing="$missing fuse3"
 command -v fuse-overlayfs >/dev/null 2>&1 || missing="$missing fuse-overlayfs"
 command -v getfattr >/dev/null 2>&1 || missing="$missing attr"
+# strace: integration/options_test.go counts the daemon's fsyncs (volatile).
+command -v strace >/dev/null 2>&1 || missing="$missing strace"
 # The real clients of integration/rootfs_test.go and podman_test.go (they skip, saying so, without).
 for p in podman:podman crun:crun runc:runc bwrap:bubblewrap newuidmap:uidmap busybox:busybox-static debootstrap:debootstrap; do
 	command -v "${p%%:*}" >/dev/null 2>&1 || missing="$missing ${p#*:}"
