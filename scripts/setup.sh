@@ -17,6 +17,14 @@ if [ -n "$missing" ]; then
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $missing >/dev/null
 fi
+# The unprivileged user of the rootless podman tests (integration/podman_test.go), with
+# 65536 subordinate user and group IDs.
+if [ "$(id -u)" = 0 ]; then
+	id cowfs-test >/dev/null 2>&1 ||
+		useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin cowfs-test
+	grep -q '^cowfs-test:' /etc/subuid || usermod --add-subuids 1000000-1065535 cowfs-test
+	grep -q '^cowfs-test:' /etc/subgid || usermod --add-subgids 1000000-1065535 cowfs-test
+fi
 if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
 	echo "setup: add /usr/local/go/bin to PATH" >&2
 fi
