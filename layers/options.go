@@ -32,6 +32,10 @@ type Options struct {
 	NoDev, NoSuid, NoExec bool
 	// Volatile skips fsync (option volatile, or fsync=0).
 	Volatile bool
+	// Metacopy copies only metadata up on chmod, chown, utimes and xattr changes of a
+	// lower regular file; the data follows on the first open for write or truncate
+	// (option metacopy=on|off, as kernel overlayfs's; off by default).
+	Metacopy bool
 	// Context is the SELinux context="..." value; accepted and passed on.
 	Context string
 
@@ -237,6 +241,7 @@ func (o Options) Format() string {
 		{o.NoExec, "noexec"},
 		{o.AllowOther, "allow_other"},
 		{o.Volatile, "volatile"},
+		{o.Metacopy, "metacopy=on"},
 		{o.Debug, "debug"},
 		{o.SquashToRoot, "squash_to_root"},
 		{o.StaticNlink, "static_nlink"},

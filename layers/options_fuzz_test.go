@@ -13,6 +13,7 @@ func FuzzFormatRoundTrip(f *testing.F) {
 	f.Add("/a:b", `/c,d\`, "/u v", "/w\nx", "system_u:object_r:t:s0:c1,c2", "-m", uint8(0xff))
 	f.Add(`"q"`, `\\:`, `=`, `a"b,c`, `"`, ` `, uint8(0x55))
 	f.Fuzz(func(t *testing.T, l1, l2, upper, work, context, mnt string, flags uint8) {
+		// Each bit of flags is one option.
 		var lowers []string
 		for _, l := range []string{l1, l2} {
 			if l != "" {
@@ -34,6 +35,7 @@ func FuzzFormatRoundTrip(f *testing.F) {
 			AllowOther: flags&16 != 0,
 			Volatile:   flags&32 != 0,
 			Debug:      flags&64 != 0,
+			Metacopy:   flags&128 != 0,
 		}
 		s := want.Format()
 		got, err := ParseOptions(s)

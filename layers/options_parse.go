@@ -108,6 +108,15 @@ func (o *Options) applyItem(item string) error {
 		} else {
 			o.SquashGID = &id
 		}
+	case "metacopy":
+		switch value {
+		case "on":
+			o.Metacopy = true
+		case "off":
+			o.Metacopy = false
+		default:
+			return fmt.Errorf("option metacopy=%q: want on or off", value)
+		}
 	case "fsync":
 		switch value {
 		case "0":
@@ -158,7 +167,7 @@ func (o *Options) flag(key string) func() {
 
 func (o *Options) takesValue(key string) bool {
 	switch key {
-	case "lowerdir", "upperdir", "workdir", "context", "fsync",
+	case "lowerdir", "upperdir", "workdir", "context", "fsync", "metacopy",
 		"uidmapping", "gidmapping", "squash_to_uid", "squash_to_gid":
 		return true
 	}
