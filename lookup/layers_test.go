@@ -28,6 +28,11 @@ import (
 //	"link:PATH"           a hard link to PATH in the same layer
 //	"origin:N"            a file with a cowfs origin xattr recording inode number N
 //	"badorigin"           a file with an origin xattr of the wrong length
+//	"meta", "meta:SIZE"   a metacopy file: sparse, of SIZE bytes, with an empty
+//	                      trusted.overlay.metacopy (what kernel overlayfs writes)
+//	"metav"               a metacopy file with the 4-byte versioned value
+//	"metauser"            a metacopy file marked in the user.overlay namespace
+//	"metabad"             a file with a malformed metacopy xattr
 type spec map[string]string
 
 // requireRoot skips tests that need trusted.* xattrs and char 0/0 devices.
@@ -96,6 +101,23 @@ func writeSpec(t *testing.T, root, outside string, s spec) {
 		case "badorigin":
 			must(t, os.WriteFile(full, []byte("copied"), 0o644))
 			must(t, unix.Lsetxattr(full, "trusted."+lookup.OriginXattr, []byte{1, 2, 3, 4}, 0))
+		case "meta", "metav", "metauser", "metabad":
+			must(t, os.WriteFile(full, nil, 0o644))
+			var size int64
+			for _, c := range arg {
+				size = size*10 + int64(c-'0')
+			}
+			must(t, os.Truncate(full, size))
+			attr, v := "trusted.overlay.metacopy", []byte{}
+			switch kind {
+			case "metav":
+				v = []byte{0, 4, 0, 0}
+			case "metauser":
+				attr = "user.overlay.metacopy"
+			case "metabad":
+				v = []byte{0, 9}
+			}
+			must(t, unix.Lsetxattr(full, attr, v, 0))
 		default:
 			t.Fatalf("bad spec %q for %s", what, p)
 		}
@@ -120,12 +142,17 @@ type fixture struct {
 // lowers only) and opens them with layers.Open.
 func openStack(t *testing.T, upper spec, lowers ...spec) *fixture {
 	t.Helper()
+	return openStackWith(t, layers.Options{}, upper, lowers...)
+}
+
+// openStackWith is openStack with mount options (the layer paths are filled in).
+func openStackWith(t *testing.T, o layers.Options, upper spec, lowers ...spec) *fixture {
+	t.Helper()
 	requireRoot(t)
 	base := t.TempDir()
 	f := &fixture{outside: filepath.Join(base, "outside")}
 	must(t, os.MkdirAll(filepath.Join(f.outside, "sub"), 0o755))
 	must(t, os.WriteFile(filepath.Join(f.outside, "x"), []byte("outside"), 0o644))
-	o := layers.Options{}
 	if upper != nil {
 		o.Upper, o.Work = filepath.Join(base, "upper"), filepath.Join(base, "work")
 		must(t, os.Mkdir(o.Upper, 0o755))

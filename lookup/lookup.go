@@ -5,13 +5,17 @@
 // layers that contribute to the parent from the top, a whiteout ends the walk (the name
 // does not exist); a non-directory ends it with that object, unless a directory was
 // already found above, in which case the non-directory is hidden; a directory is
-// collected and the walk goes on below it unless it is opaque.
+// collected and the walk goes on below it unless it is opaque. A regular file marked
+// metacopy (metadata-only copy-up) ends it too, but its data is the next regular file
+// of the same name below that is not itself metacopy (see findData).
 package lookup
 
 import (
 	"errors"
 	"fmt"
+	"os"
 
+	"github.com/cowfs/cowfs/internal/sysx"
 	"github.com/cowfs/cowfs/layers"
 	"github.com/cowfs/cowfs/whiteout"
 	"golang.org/x/sys/unix"
@@ -21,6 +25,8 @@ import (
 type Entry struct {
 	// Layers are the layers holding the object, top-down: one for a non-directory, every
 	// contributing layer for a directory. Layers[0] is the topmost, whose attributes show.
+	// A metacopy file (its metadata copied up without its data) has two: the layer of
+	// its metadata, then the layer holding its data at the same path.
 	Layers []int
 	// Mode is the file type bits of the object.
 	Mode uint32
@@ -53,11 +59,13 @@ var ErrNotExist = fmt.Errorf("no such entry: %w", unix.ENOENT)
 type Resolver struct {
 	stack *layers.Stack
 	cache *Cache
+	// metaPrefix is the namespace of the metacopy marker (MetacopyPrefix).
+	metaPrefix string
 }
 
 // New returns a Resolver over stack, caching in c (nil: no cache).
 func New(stack *layers.Stack, c *Cache) *Resolver {
-	return &Resolver{stack: stack, cache: c}
+	return &Resolver{stack: stack, cache: c, metaPrefix: MetacopyPrefix(stack)}
 }
 
 // Lookup resolves name in dir.
@@ -122,6 +130,20 @@ func (r *Resolver) resolve(rel string, dirLayers []int, name string) (Entry, err
 			}
 			e.Layers = []int{li}
 			e.Mode = st.Mode & unix.S_IFMT
+			if e.Mode == unix.S_IFREG {
+				mc, err := r.isMetacopy(li, dirfd, name)
+				if err != nil {
+					return Entry{}, fmt.Errorf("layer %d %q: %w", li, name, err)
+				}
+				if mc {
+					// Metadata here, data further down (kernel ovl_lookup: "lowerdata").
+					data, err := r.findData(rel, dirLayers, li, name)
+					if err != nil {
+						return Entry{}, err
+					}
+					e.Layers = append(e.Layers, data)
+				}
+			}
 			e.Ino, e.Gen = r.fileIno(li, dirfd, rel, name, &st)
 			e.Multi = r.stack.Lower(li) && st.Nlink > 1
 			return e, nil
@@ -193,4 +215,77 @@ func (r *Resolver) statIn(dirfd int, name string) (presence, unix.Stat_t, error)
 	default:
 		return absent, st, err
 	}
+}
+
+// Metacopy reports whether e is a regular file whose data lies in another layer than its
+// metadata: Layers[0] holds the attributes, Layers[1] the data.
+func (e Entry) Metacopy() bool { return e.Mode == unix.S_IFREG && len(e.Layers) > 1 }
+
+// MetacopyPrefix is the xattr namespace of the metacopy marker this mount writes and
+// honours: the one its other markers use ("trusted." when privileged, "user." when not,
+// like the kernel's userxattr option); a read-only mount, which writes nothing, reads
+// the one its privileges allow.
+func MetacopyPrefix(s *layers.Stack) string {
+	if s.Format.XattrPrefix != "" {
+		return s.Format.XattrPrefix
+	}
+	if os.Geteuid() == 0 {
+		return whiteout.TrustedPrefix
+	}
+	return whiteout.UserPrefix
+}
+
+// isMetacopy reports whether the regular file name in layer li's directory dirfd is
+// marked metacopy. The upper is always looked at, so an upper made with metacopy=on
+// reads right on any later mount; lower layers only on a metacopy=on mount, as the
+// kernel refuses to follow lower metacopy files otherwise.
+func (r *Resolver) isMetacopy(li, dirfd int, name string) (bool, error) {
+	if r.stack.Lower(li) && !r.stack.Opts.Metacopy {
+		return false, nil
+	}
+	return whiteout.IsMetacopy(dirfd, name, r.metaPrefix)
+}
+
+// ErrNoData is the error for a metacopy file whose data is nowhere below (the kernel's
+// "metacopy with no lower data found").
+var ErrNoData = fmt.Errorf("metacopy file without lower data: %w", unix.EIO)
+
+// findData finds the layer holding the data of the metacopy file name, found in layer
+// above of the directory rel contributed to by dirLayers: the first layer below it with
+// a regular file of that name that is not itself metacopy. A whiteout or another kind
+// of object first, or nothing at all, is ErrNoData (kernel ovl_lookup_single/ovl_lookup).
+func (r *Resolver) findData(rel string, dirLayers []int, above int, name string) (int, error) {
+	for _, li := range dirLayers {
+		if li <= above {
+			continue
+		}
+		dirfd, err := r.stack.OpenDir(li, rel)
+		if err != nil {
+			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+				continue
+			}
+			return 0, fmt.Errorf("layer %d %q: %w", li, rel, err)
+		}
+		found, st, err := r.statIn(dirfd, name)
+		if err == nil && found == present && st.Mode&unix.S_IFMT == unix.S_IFREG {
+			var mc bool
+			mc, err = r.isMetacopy(li, dirfd, name)
+			if err == nil && !mc {
+				unix.Close(dirfd)
+				return li, nil
+			}
+			if err == nil {
+				found = absent // metadata only in this layer too: its data is further down
+			}
+		}
+		unix.Close(dirfd)
+		switch {
+		case err != nil:
+			return 0, fmt.Errorf("layer %d %q: %w", li, name, err)
+		case found == absent:
+			continue
+		}
+		break
+	}
+	return 0, fmt.Errorf("%q: %w", sysx.Join(rel, name), ErrNoData)
 }
