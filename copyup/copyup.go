@@ -44,6 +44,23 @@ type Source struct {
 	Ino, Gen uint64
 	// NoData skips the data (the caller truncates it to zero right after).
 	NoData bool
+	// Meta copies the metadata only (a regular file): the copy has the size but no
+	// data, and the metacopy marker, which sends reads to the data below (Metacopy).
+	Meta bool
+	// DataLayer is the layer holding the data when it is not Layer (Layer holds a
+	// metacopy file); 0 means Layer (the upper, 0, is never a source).
+	DataLayer int
+}
+
+// Metacopy reports whether this mount makes metadata-only copies (option metacopy=on
+// and an upper that takes the marker xattr).
+func (c *Copier) Metacopy() bool {
+	return c.stack.Opts.Metacopy && c.stack.Format.XattrPrefix != ""
+}
+
+// MetacopyAttr is the full name of the metacopy marker this mount writes.
+func (c *Copier) MetacopyAttr() string {
+	return lookup.MetacopyPrefix(c.stack) + whiteout.MetacopyXattr
 }
 
 // EnsureDir makes sure the directory rel exists in the upper layer, copying its missing
@@ -132,9 +149,16 @@ func (c *Copier) File(src Source) error {
 	if err != nil {
 		return err
 	}
+	dataDir := srcDir
+	if src.DataLayer != 0 && src.DataLayer != src.Layer && !src.Meta {
+		if dataDir, err = c.stack.OpenDir(src.DataLayer, parent); err != nil {
+			return fmt.Errorf("copy up %q: data: %w", src.Rel, err)
+		}
+		defer unix.Close(dataDir)
+	}
 	work := c.stack.Work
 	tmp := c.TempName()
-	if err := c.build(srcDir, name, work, tmp, &st, src); err != nil {
+	if err := c.build(srcDir, dataDir, name, work, tmp, &st, src); err != nil {
 		unix.Unlinkat(work, tmp, 0)
 		return fmt.Errorf("copy up %q: %w", src.Rel, err)
 	}
@@ -148,12 +172,21 @@ func (c *Copier) File(src Source) error {
 	return nil
 }
 
-// build makes the copy of name (in srcDir) as tmp in the work dir, complete but for its
-// name: data, owner, mode, xattrs, origin, times; fsynced unless the mount is volatile.
-func (c *Copier) build(srcDir int, name string, work int, tmp string, st *unix.Stat_t, src Source) error {
+// build makes the copy of name (in srcDir, its data in dataDir) as tmp in the work dir,
+// complete but for its name: data, owner, mode, xattrs, origin, times; fsynced unless
+// the mount is volatile. A metadata-only copy gets the size and the metacopy marker
+// instead of the data, and no fsync (nothing of it is lost that the lower does not
+// hold; kernel ovl_do_copy_up skips it too, to keep chown -R fast).
+func (c *Copier) build(srcDir, dataDir int, name string, work int, tmp string, st *unix.Stat_t, src Source) error {
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
-		if err := c.copyData(srcDir, name, work, tmp, st, src.NoData); err != nil {
+		if src.Meta {
+			if err := c.metaFile(work, tmp, st.Size); err != nil {
+				return err
+			}
+			break
+		}
+		if err := c.copyData(dataDir, name, work, tmp, st, src.NoData); err != nil {
 			return err
 		}
 	case unix.S_IFLNK:
