@@ -12,24 +12,55 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// copyUp brings n into the upper layer (parents first) unless it is there already.
-// noData skips the file data (the caller is about to truncate it to zero). Concurrent
-// callers cause one copy-up: the second waits on copyMu and finds the work done.
+// copyKind says how much of an object a copy-up brings into the upper layer.
+type copyKind int
+
+const (
+	// copyAll: everything, the data of a regular file included.
+	copyAll copyKind = iota
+	// copyNoData: everything but the data (the caller truncates the file to zero).
+	copyNoData
+	// copyMeta: the metadata only, where the mount makes metacopy files (metacopy=on,
+	// a regular file); else everything. For chmod, chown, utimes and xattr changes.
+	copyMeta
+)
+
+// copyUp brings n into the upper layer (parents first) unless it is there already, data
+// included: a metacopy file gets its data. noData skips the file data (the caller is
+// about to truncate it to zero). Concurrent callers cause one copy-up: the second waits
+// on copyMu and finds the work done.
 func (n *node) copyUp(noData bool) syscall.Errno {
-	return n.copyUpNotify(noData, true)
+	kind := copyAll
+	if noData {
+		kind = copyNoData
+	}
+	return n.copyUpNotify(kind, true)
+}
+
+// copyUpMeta brings n's metadata into the upper layer: only the metadata of a regular
+// file on a metacopy=on mount (kernel ovl_copy_up_flags without O_WRONLY), else all.
+func (n *node) copyUpMeta() syscall.Errno {
+	return n.copyUpNotify(copyMeta, true)
 }
 
 // copyUpInDirOp is copyUp for requests during which the kernel holds the directory's
 // lock (link, rename): the kernel is told of a renumbered name only after the reply.
+// The data comes up too: cowfs has no redirects, so a metacopy file must keep its name
+// to find its data below; a link or rename copies it up whole first.
 func (n *node) copyUpInDirOp() syscall.Errno {
-	return n.copyUpNotify(false, false)
+	return n.copyUpNotify(copyAll, false)
 }
 
-func (n *node) copyUpNotify(noData, notifyNow bool) syscall.Errno {
+// upToDate reports whether n's upper copy has what a copy-up of kind needs.
+func (n *node) upToDate(kind copyKind) bool {
+	return n.isUpper() && (kind == copyMeta || !n.isMetacopy())
+}
+
+func (n *node) copyUpNotify(kind copyKind, notifyNow bool) syscall.Errno {
 	if !n.ofs.stack.Writable {
 		return syscall.EROFS
 	}
-	if n.isUpper() {
+	if n.upToDate(kind) {
 		return 0
 	}
 	// Parents first, through the nodes, so every ancestor node learns it is upper now.
@@ -43,7 +74,7 @@ func (n *node) copyUpNotify(noData, notifyNow bool) syscall.Errno {
 	}
 	n.copyMu.Lock()
 	defer n.copyMu.Unlock()
-	if n.isUpper() {
+	if n.upToDate(kind) {
 		return 0
 	}
 	rel, errno := n.rel()
@@ -51,7 +82,8 @@ func (n *node) copyUpNotify(noData, notifyNow bool) syscall.Errno {
 		return errno
 	}
 	ls := n.getLayers()
-	if n.IsDir() {
+	switch {
+	case n.IsDir():
 		if err := n.ofs.ensureUpperDir(rel); err != nil {
 			return toErrno(err)
 		}
@@ -61,12 +93,23 @@ func (n *node) copyUpNotify(noData, notifyNow bool) syscall.Errno {
 			// (fixAttr): the kernel must not go on with the attributes it cached.
 			n.NotifyContent(-1, 0)
 		}
-	} else {
+	case ls[0] == layers.Upper:
+		// A metacopy file that needs its data now. Same file, same number: only
+		// where reads go changes (handle.readFd moves open files over).
+		if err := n.ofs.cp.Data(rel, ls[len(ls)-1], kind == copyNoData); err != nil {
+			return toErrno(err)
+		}
+		n.setLayers([]int{layers.Upper})
+	default:
 		// The copy keeps the number it showed; not the copy of one name of a lower hard
 		// link, which becomes a file of its own and gets a number of its own (as in
 		// kernel ovl_getattr): sharing the number with the other names would make tar
 		// and rsync -H take them for links of one file.
-		src := copyup.Source{Layer: ls[0], Rel: rel, NoData: noData}
+		src := copyup.Source{Layer: ls[0], Rel: rel, NoData: kind == copyNoData}
+		if len(ls) > 1 {
+			src.DataLayer = ls[len(ls)-1] // a lower metacopy file
+		}
+		src.Meta = kind == copyMeta && n.StableAttr().Mode&unix.S_IFMT == unix.S_IFREG && n.ofs.cp.Metacopy()
 		multi := n.StableAttr().Gen != 0
 		if !multi {
 			src.Ino = n.StableAttr().Ino
@@ -74,7 +117,11 @@ func (n *node) copyUpNotify(noData, notifyNow bool) syscall.Errno {
 		if err := n.ofs.cp.File(src); err != nil {
 			return toErrno(err)
 		}
-		n.setLayers([]int{layers.Upper})
+		if src.Meta {
+			n.setLayers([]int{layers.Upper, ls[len(ls)-1]})
+		} else {
+			n.setLayers([]int{layers.Upper})
+		}
 		if multi {
 			// A live node cannot change its number: have the kernel look the name up
 			// afresh, which makes a new node. This node stays for the files already

@@ -61,7 +61,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if errno != 0 {
 		return nil, 0, errno
 	}
-	li := n.top()
+	li := n.dataLayer() // a metacopy file's data is below its attributes
 	dirfd, name, err := n.ofs.stack.OpenParent(li, rel)
 	if err != nil {
 		return nil, 0, toErrno(err)
@@ -83,7 +83,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 func (h *handle) readFd() (int, syscall.Errno) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.layer == layers.Upper || !h.n.ofs.stack.Writable || !h.n.isUpper() {
+	if h.layer == layers.Upper || !h.n.ofs.stack.Writable || !h.n.upToDate(copyAll) {
 		return h.fd, 0
 	}
 	rel, errno := h.n.rel()
@@ -182,6 +182,14 @@ func (h *handle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		return toErrno(err)
+	}
+	if h.n.isMetacopy() {
+		// fd is the data below; the attributes are the upper copy's.
+		if rel, errno := h.n.rel(); errno == 0 {
+			if mst, errno := h.n.stat(rel); errno == 0 {
+				st = mst
+			}
+		}
 	}
 	h.n.ofs.fillAttr(out, &st)
 	return 0

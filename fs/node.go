@@ -64,6 +64,21 @@ func (n *node) isUpper() bool {
 	return n.ofs.stack.Writable && n.top() == layers.Upper
 }
 
+// isMetacopy reports whether n is a metacopy file: its attributes in layers[0], its
+// data in the last layer (lookup.Entry.Metacopy).
+func (n *node) isMetacopy() bool {
+	return !n.IsDir() && len(n.getLayers()) > 1
+}
+
+// dataLayer is the layer holding n's data: the topmost but for a metacopy file.
+func (n *node) dataLayer() int {
+	ls := n.getLayers()
+	if n.IsDir() {
+		return ls[0]
+	}
+	return ls[len(ls)-1]
+}
+
 // merge takes the location found by a fresh lookup. Objects only ever move up (copy-up),
 // so a lookup that raced with a copy-up and saw the old place must not move it back.
 func (n *node) merge(ls []int) {
@@ -140,6 +155,7 @@ func (n *node) stat(rel string) (unix.Stat_t, syscall.Errno) {
 		return st, toErrno(err)
 	}
 	n.ofs.fixAttr(&st, ls)
+	n.ofs.metacopyBlocks(&st, ls, rel)
 	n.remember(&st)
 	return st, 0
 }
@@ -187,6 +203,17 @@ func (o *overlayFS) statIn(li int, rel string) (unix.Stat_t, error) {
 func (o *overlayFS) fixAttr(st *unix.Stat_t, ls []int) {
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR && len(ls) > 1 {
 		st.Nlink = 1
+	}
+}
+
+// metacopyBlocks shows a metacopy file's st_blocks as its data's, which the upper copy
+// does not hold (kernel ovl_getattr), so du counts what reads will bring.
+func (o *overlayFS) metacopyBlocks(st *unix.Stat_t, ls []int, rel string) {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || len(ls) < 2 {
+		return
+	}
+	if d, err := o.statIn(ls[len(ls)-1], rel); err == nil {
+		st.Blocks = d.Blocks
 	}
 }
 
@@ -271,6 +298,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 		return nil, toErrno(err)
 	}
 	n.ofs.fixAttr(&st, e.Layers)
+	n.ofs.metacopyBlocks(&st, e.Layers, crel)
 	n.ofs.fillEntry(out, &st)
 	child := n.newChild(ctx, e)
 	if cn, ok := child.Operations().(*node); ok {

@@ -28,8 +28,13 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 			hasSize = false
 		}
 	}
-	// A truncation to zero needs no data copied up.
-	if errno := n.copyUp(hasSize && size == 0); errno != 0 {
+	// A truncation to zero needs no data copied up; a change of attributes only, no data
+	// on a metacopy=on mount.
+	if hasSize {
+		if errno := n.copyUp(size == 0); errno != 0 {
+			return errno
+		}
+	} else if errno := n.copyUpMeta(); errno != 0 {
 		return errno
 	}
 	rel, errno := n.rel()

@@ -112,10 +112,11 @@ func (n *node) Listxattr(ctx context.Context, dest []byte) (uint32, syscall.Errn
 	return uint32(copy(dest, buf)), 0
 }
 
-// Setxattr copies the object up and sets the attribute there.
+// Setxattr copies the object up (its metadata only on a metacopy=on mount) and sets the
+// attribute there.
 func (n *node) Setxattr(ctx context.Context, attr string, data []byte, flags uint32) syscall.Errno {
 	attr = whiteout.StoredXattr(attr)
-	if errno := n.copyUp(false); errno != 0 {
+	if errno := n.copyUpMeta(); errno != 0 {
 		return errno
 	}
 	defer n.dropXattrs()
@@ -137,7 +138,7 @@ func (n *node) Removexattr(ctx context.Context, attr string) syscall.Errno {
 			return syscall.ENODATA
 		}
 	}
-	if errno := n.copyUp(false); errno != 0 {
+	if errno := n.copyUpMeta(); errno != 0 {
 		return errno
 	}
 	defer n.dropXattrs()
