@@ -41,9 +41,11 @@ type testMount struct {
 	work   string
 	// logPath is the daemon's debug log (only with -v).
 	logPath string
-	// extra are more -o options for the FUSE program; env its extra environment.
-	extra string
-	env   []string
+	// extra are more -o options for the FUSE program; env its extra environment;
+	// kernelOpts the kernel's feature options (kernelOptions unless set).
+	extra      string
+	env        []string
+	kernelOpts string
 	// daemon is the foreground daemon started under -v, nil otherwise;
 	// exited receives its exit status.
 	daemon  *exec.Cmd
@@ -60,6 +62,9 @@ type mountOpts struct {
 	extra string
 	// env is added to the FUSE program's environment (not for the kernel).
 	env []string
+	// kernel replaces kernelOptions for the kernel mount (e.g. metacopy=on, which the
+	// kernel takes only with redirect_dir=on).
+	kernel string
 }
 
 // newTestMount writes the layers (lowers topmost first, then the upper as the
@@ -89,7 +94,10 @@ func newTestMountOpts(t testing.TB, kind mountKind, o mountOpts, layers ...layer
 	if err := os.Chmod(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	m := &testMount{t: t, kind: kind, root: root, dir: filepath.Join(root, "mnt"), extra: o.extra, env: o.env}
+	m := &testMount{t: t, kind: kind, root: root, dir: filepath.Join(root, "mnt"), extra: o.extra, env: o.env, kernelOpts: o.kernel}
+	if m.kernelOpts == "" {
+		m.kernelOpts = kernelOptions
+	}
 	mkdir := func(name string) string {
 		d := filepath.Join(root, name)
 		if err := os.Mkdir(d, 0o755); err != nil {
@@ -132,7 +140,7 @@ func (m *testMount) optionString() string {
 func (m *testMount) mount() {
 	m.t.Helper()
 	if m.kind == kernelKind {
-		if err := unix.Mount("overlay", m.dir, "overlay", 0, m.optionString()+","+kernelOptions); err != nil {
+		if err := unix.Mount("overlay", m.dir, "overlay", 0, m.optionString()+","+m.kernelOpts); err != nil {
 			m.t.Fatalf("mount overlay: %v", err)
 		}
 		m.mounted = true

@@ -107,6 +107,17 @@ func isWhiteoutStat(st *unix.Stat_t) bool {
 	return st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0
 }
 
+// isMetacopyFile reports whether an upper file carries the metacopy marker (its data is
+// still below), in either namespace.
+func isMetacopyFile(path string) bool {
+	for _, x := range []string{"trusted.overlay.metacopy", "user.overlay.metacopy"} {
+		if _, err := getxattr(path, x); err == nil {
+			return true
+		}
+	}
+	return false
+}
+
 func isOpaqueDir(dir string, names []string) bool {
 	for _, x := range []string{opaqueXattr, userOpaqueXattr} {
 		if v, err := getxattr(dir, x); err == nil && v == "y" {
@@ -130,6 +141,9 @@ func describe(path string, st *unix.Stat_t, kind snapshotKind) (string, bool) {
 	switch typ {
 	case unix.S_IFREG:
 		fmt.Fprintf(&b, " size=%d %s data=%s", st.Size, hashFile(path), dataMap(path))
+		if kind == upperDir && isMetacopyFile(path) {
+			b.WriteString(" metacopy")
+		}
 	case unix.S_IFLNK:
 		target, err := os.Readlink(path)
 		if err != nil {
