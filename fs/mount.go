@@ -157,18 +157,23 @@ func selinuxEnabled() bool {
 	return err == nil
 }
 
-// mount is go-fuse's fs.Mount, except for its last step. Once fuse.NewServer returns,
-// the filesystem is mounted; WaitMount then runs go-fuse's "poll hack", which opens a
-// file in the new mount, and fails only if someone unmounted it first. That is a mount
-// that came and went, not a failure: the server runs until then, Wait returns, and the
-// daemon exits 0 as after any unmount.
+// mount is go-fuse's fs.Mount without its last step. fuse.NewServer returns once the
+// filesystem is mounted and the INIT handshake is done; fs.Mount then calls WaitMount,
+// which runs go-fuse's "poll hack": the daemon opens a file in its own mount and polls it,
+// so that the kernel learns early that POLL is not implemented. That request from the
+// daemon to itself is a trap: killed at that moment, the daemon cannot exit (the thread
+// in the open waits uninterruptibly for an answer that only the dying process could
+// give, and the FUSE device is not closed until every thread has exited), leaving a
+// zombie and a mount that only /sys/fs/fuse/connections/N/abort frees. cowfs never opens
+// files in its own mount, which is the only case the hack protects (Go's netpoller
+// taking the last thread while the daemon polls its own file); a POLL from any other
+// process is answered ENOSYS by go-fuse (doPoll), after which the kernel stops asking.
 func mount(dir string, root *node, opts *gofs.Options) (*fuse.Server, error) {
 	srv, err := fuse.NewServer(gofs.NewNodeFS(root, opts), dir, &opts.MountOptions)
 	if err != nil {
 		return nil, err
 	}
 	go srv.Serve()
-	_ = srv.WaitMount()
 	return srv, nil
 }
 

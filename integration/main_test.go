@@ -32,6 +32,9 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
+	if name := os.Getenv(workerEnv); name != "" {
+		return runWorker(name)
+	}
 	switch {
 	case os.Geteuid() != 0:
 		skipReason = "the suite mounts overlayfs and FUSE filesystems and must run as root"
