@@ -1,7 +1,10 @@
 package fs
 
 import (
+	"cmp"
 	"context"
+	"hash/fnv"
+	"slices"
 	"sync"
 	"syscall"
 	"unsafe"
@@ -130,6 +133,14 @@ func readDirents(fd int, fn func(name string, ino uint64, typ uint8)) error {
 
 // dirHandle is an open directory: a snapshot of the merged listing taken at the first
 // read, so offsets stay valid across seekdir/telldir while the directory changes.
+//
+// An entry's offset (the cookie to resume after it) is a hash of its name, and the
+// snapshot is sorted by it, as ext4 does: an offset means the same place in any
+// snapshot of the directory. The kernel's listing cache (FOPEN_CACHE_DIR) is shared by
+// every open handle of the directory, and a reader that was served from it continues,
+// once the cache is dropped, with a READDIR on its own handle at an offset that another
+// handle's snapshot gave: with offsets that were positions in a snapshot, it resumed at
+// the wrong place in its fresh one, and a name nobody touched was skipped or repeated.
 type dirHandle struct {
 	n *node
 	// fd is an O_PATH fd of the directory's topmost copy at open, so fstat keeps
@@ -193,11 +204,28 @@ func (d *dirHandle) load() syscall.Errno {
 		{Name: ".", Mode: unix.S_IFDIR, Ino: self},
 		{Name: "..", Mode: unix.S_IFDIR, Ino: parent},
 	}, ents...)
-	for i := range d.entries {
-		d.entries[i].Off = uint64(i + 1)
+	d.entries[0].Off, d.entries[1].Off = 1, 2
+	named := d.entries[2:]
+	for i := range named {
+		named[i].Off = nameCookie(named[i].Name)
+	}
+	slices.SortFunc(named, func(a, b fuse.DirEntry) int { return cmp.Compare(a.Off, b.Off) })
+	for i := 1; i < len(named); i++ {
+		// Two names with one hash (odds 2^-61): keep the offsets strictly increasing.
+		if named[i].Off <= named[i-1].Off {
+			named[i].Off = named[i-1].Off + 1
+		}
 	}
 	d.loaded = true
 	return 0
+}
+
+// nameCookie is the offset of the entry name: 3 and up ("." and ".." are 1 and 2), below
+// 2^62 (an loff_t must stay positive after the kernel adds to it).
+func nameCookie(name string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(name))
+	return h.Sum64()>>2 | 3
 }
 
 func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Errno) {
@@ -220,8 +248,14 @@ func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	if off == 0 {
 		// rewinddir: a fresh listing, as on any filesystem.
 		d.loaded = false
+		d.pos = 0
+		return 0
 	}
-	d.pos = int(off)
+	if errno := d.load(); errno != 0 {
+		return errno
+	}
+	// Resume after the entry whose offset is off, wherever it is (or was) in the listing.
+	d.pos, _ = slices.BinarySearchFunc(d.entries, off+1, func(e fuse.DirEntry, t uint64) int { return cmp.Compare(e.Off, t) })
 	return 0
 }
 

@@ -197,22 +197,25 @@ func (d *fuseDaemon) kill(t testing.TB) (stuck bool) {
 	return true
 }
 
-// stop unmounts with fusermount3 -u and waits for a clean exit.
-func (d *fuseDaemon) stop(t testing.TB) {
+// stop unmounts with fusermount3 -u and waits for a clean exit; it returns how long
+// the daemon took to exit after the unmount.
+func (d *fuseDaemon) stop(t testing.TB) time.Duration {
 	t.Helper()
 	if out, err := runTimeout(10*time.Second, "fusermount3", "-u", d.mnt); err != nil {
 		t.Errorf("fusermount3 -u %s: %v: %s", d.mnt, err, out)
 		cleanMount(t, d.mnt)
 	}
+	unmounted := time.Now()
 	select {
 	case <-d.exited:
 		if d.err != nil {
 			t.Errorf("cowfs exited with %v after fusermount3 -u: %s", d.err, d.out.String())
 		}
-	case <-time.After(10 * time.Second):
-		t.Errorf("cowfs still runs 10 s after fusermount3 -u; killing it")
+	case <-time.After(30 * time.Second):
+		t.Errorf("cowfs still runs 30 s after fusermount3 -u (threads %s); killing it", procState(d.pid()))
 		d.kill(t)
 	}
+	return time.Since(unmounted)
 }
 
 func procState(pid int) string {
