@@ -214,7 +214,7 @@ func (c *Copier) finishMeta(srcDir int, name string, work int, tmp string, st *u
 	isLink := st.Mode&unix.S_IFMT == unix.S_IFLNK
 	if !isLink {
 		// After the chown, which clears set-id bits.
-		if err := unix.Fchmodat(work, tmp, st.Mode&0o7777, 0); err != nil {
+		if err := sysx.ChmodNoFollow(work, tmp, st.Mode&0o7777); err != nil {
 			return err
 		}
 	}

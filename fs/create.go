@@ -27,7 +27,7 @@ func addMode(dirfd int, name string, bits uint32) error {
 	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return err
 	}
-	return unix.Fchmodat(dirfd, name, (st.Mode&0o7777)|bits, 0)
+	return sysx.ChmodNoFollow(dirfd, name, (st.Mode&0o7777)|bits)
 }
 
 func (n *node) ownerFor(ctx context.Context, upperDir int) owner {
@@ -196,7 +196,7 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 			return err
 		}
 		if mode&setIDBits != 0 {
-			return unix.Fchmodat(dirfd, nm, mode&0o7777, 0)
+			return sysx.ChmodNoFollow(dirfd, nm, mode&0o7777)
 		}
 		return nil
 	})

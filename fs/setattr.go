@@ -129,7 +129,7 @@ type atTarget struct {
 	flags int
 }
 
-func (t atTarget) chmod(mode uint32) error  { return unix.Fchmodat(t.dirfd, t.name, mode, 0) }
+func (t atTarget) chmod(mode uint32) error  { return sysx.ChmodNoFollow(t.dirfd, t.name, mode) }
 func (t atTarget) chown(uid, gid int) error { return unix.Fchownat(t.dirfd, t.name, uid, gid, t.flags) }
 func (t atTarget) utimes(ts []unix.Timespec) error {
 	return unix.UtimesNanoAt(t.dirfd, t.name, ts, t.flags)

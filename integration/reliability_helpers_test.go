@@ -212,7 +212,11 @@ func (d *fuseDaemon) stop(t testing.TB) time.Duration {
 			t.Errorf("cowfs exited with %v after fusermount3 -u: %s", d.err, d.out.String())
 		}
 	case <-time.After(30 * time.Second):
-		t.Errorf("cowfs still runs 30 s after fusermount3 -u (threads %s); killing it", procState(d.pid()))
+		// SIGQUIT: the Go runtime prints every goroutine's stack.
+		d.cmd.Process.Signal(unix.SIGQUIT)
+		time.Sleep(2 * time.Second)
+		out := d.out.String()
+		t.Errorf("cowfs still runs 30 s after fusermount3 -u (threads %s); its stacks:\n%s", procState(d.pid()), out[max(0, len(out)-20000):])
 		d.kill(t)
 	}
 	return time.Since(unmounted)

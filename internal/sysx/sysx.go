@@ -17,8 +17,40 @@ import (
 const beneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
 
 // OpenBeneath opens rel (relative to root, "" for root itself) with flags, never
-// leaving root and never following a symlink, the last component included.
+// leaving root and never following a symlink, the last component included. A rel
+// longer than the kernel takes in one path (PATH_MAX: a tree thousands of levels deep)
+// is opened piece by piece, each piece beneath the directory the previous one opened.
 func OpenBeneath(root int, rel string, flags int, mode uint32) (int, error) {
+	dir := root
+	for len(rel) >= pathPiece {
+		i := strings.LastIndexByte(rel[:pathPiece], '/')
+		if i <= 0 {
+			closeUnless(dir, root)
+			return -1, unix.ENAMETOOLONG
+		}
+		fd, err := openBeneath(dir, rel[:i], unix.O_PATH|unix.O_DIRECTORY, 0)
+		closeUnless(dir, root)
+		if err != nil {
+			return -1, err
+		}
+		dir, rel = fd, rel[i+1:]
+	}
+	fd, err := openBeneath(dir, rel, flags, mode)
+	closeUnless(dir, root)
+	return fd, err
+}
+
+// pathPiece is the longest path OpenBeneath hands the kernel at once (PATH_MAX is 4096
+// with the terminating NUL).
+const pathPiece = 4000
+
+func closeUnless(fd, keep int) {
+	if fd != keep {
+		unix.Close(fd)
+	}
+}
+
+func openBeneath(root int, rel string, flags int, mode uint32) (int, error) {
 	if rel == "" {
 		rel = "."
 	}
@@ -30,6 +62,30 @@ func OpenBeneath(root int, rel string, flags int, mode uint32) (int, error) {
 		}
 		return fd, err
 	}
+}
+
+// ChmodNoFollow changes the mode of entry name in dirfd ("" or "." for dirfd itself)
+// without following a symlink there. fchmodat(2) has no working AT_SYMLINK_NOFOLLOW
+// before fchmodat2 (Linux 6.6), and a plain fchmodat follows a symlink that replaced
+// the entry since it was looked up (a layer directory swapped for a symlink pointing
+// out): the entry is opened O_PATH|O_NOFOLLOW, checked, and changed through its fd.
+func ChmodNoFollow(dirfd int, name string, mode uint32) error {
+	if name == "" || name == "." {
+		return unix.Fchmodat(unix.AT_FDCWD, ProcPath(dirfd, ""), mode, 0)
+	}
+	fd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		return unix.EOPNOTSUPP
+	}
+	return unix.Fchmodat(unix.AT_FDCWD, ProcPath(fd, ""), mode, 0)
 }
 
 // ProcPath names the entry `name` in the directory fd through /proc, for the calls that
