@@ -26,6 +26,13 @@ test:
 test-long: setup
 	COWFS_DIFF_N=$${COWFS_DIFF_N:-10000} $(GO) test -count=1 -timeout 24h -run Differential ./integration/
 
+# The reliability stress run (README.md, "Reliability"): 1,000 kills during copy-ups and
+# 1,000 during mounts, 1,000,000 operations, long hostile-layer runs, 20 mounts; prints a
+# summary of the figures (stress-out/summary.txt, log in stress-out/stress.log). As root.
+.PHONY: stress
+stress: setup
+	sh scripts/stress.sh
+
 # Side-by-side benchmark of kernel overlayfs, fuse-overlayfs and cowfs (README.md,
 # "Benchmarks"): writes bench/RESULTS.md and bench/RESULTS.png. bench-quick checks the
 # harness in a few minutes (bench/RESULTS-quick.md). As root.
