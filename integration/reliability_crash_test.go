@@ -425,7 +425,7 @@ func TestCrashKillDuringCopyUpAndWrites(t *testing.T) {
 			<-wdone
 		}
 		// The dead daemon's mount: fusermount3 -u alone must clean it.
-		if out, err := runTimeout(10*time.Second, "fusermount3", "-u", sd.mnt); err != nil && isMountpoint(sd.mnt) {
+		if out, err := runFor(10*time.Second, "fusermount3", "-u", sd.mnt); err != nil && isMountpoint(sd.mnt) {
 			t.Errorf("kill %d: fusermount3 -u of the dead mount: %v: %s", k, err, out)
 		}
 		cleanMount(t, sd.mnt)

@@ -201,7 +201,7 @@ func (d *fuseDaemon) kill(t testing.TB) (stuck bool) {
 // the daemon took to exit after the unmount.
 func (d *fuseDaemon) stop(t testing.TB) time.Duration {
 	t.Helper()
-	if out, err := runTimeout(10*time.Second, "fusermount3", "-u", d.mnt); err != nil {
+	if out, err := runFor(10*time.Second, "fusermount3", "-u", d.mnt); err != nil {
 		t.Errorf("fusermount3 -u %s: %v: %s", d.mnt, err, out)
 		cleanMount(t, d.mnt)
 	}
@@ -238,8 +238,8 @@ func procState(pid int) string {
 	return strings.Join(states, "")
 }
 
-// runTimeout runs a command, killed after d.
-func runTimeout(d time.Duration, name string, args ...string) ([]byte, error) {
+// runFor runs a command, killed after d.
+func runFor(d time.Duration, name string, args ...string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	return exec.CommandContext(ctx, name, args...).CombinedOutput()
@@ -286,7 +286,7 @@ func abortConnection(dir string) bool {
 // blocks for long.
 func cleanMount(t testing.TB, dir string) {
 	for i := 0; i < 20 && isMountpoint(dir); i++ {
-		if _, err := runTimeout(5*time.Second, "fusermount3", "-u", dir); err == nil {
+		if _, err := runFor(5*time.Second, "fusermount3", "-u", dir); err == nil {
 			continue
 		}
 		abortConnection(dir)

@@ -58,7 +58,7 @@ func TestUnmountBusy(t *testing.T) {
 			d := mountDaemon(t, sd.options(), sd.mnt)
 			h := holder(t, sd.mnt, c.script)
 			time.Sleep(200 * time.Millisecond) // let it open
-			out, err := runTimeout(10*time.Second, "fusermount3", "-u", sd.mnt)
+			out, err := runFor(10*time.Second, "fusermount3", "-u", sd.mnt)
 			if err == nil || !strings.Contains(string(out), "busy") {
 				t.Errorf("fusermount3 -u of a busy mount: %v: %s; want it refused as busy", err, out)
 			}
@@ -91,7 +91,7 @@ func TestUnmountLazy(t *testing.T) {
 	defer f.Close()
 	h := holder(t, sd.mnt, "cd d && exec sleep 600")
 	time.Sleep(200 * time.Millisecond)
-	if out, err := runTimeout(10*time.Second, "umount", "-l", sd.mnt); err != nil {
+	if out, err := runFor(10*time.Second, "umount", "-l", sd.mnt); err != nil {
 		t.Fatalf("umount -l: %v: %s", err, out)
 	}
 	if isMountpoint(sd.mnt) {
@@ -151,7 +151,7 @@ func TestSecondMountRefused(t *testing.T) {
 		if fg {
 			args = append([]string{"-f"}, args...)
 		}
-		out, err := runTimeout(20*time.Second, fuseProg, args...)
+		out, err := runFor(20*time.Second, fuseProg, args...)
 		msg := strings.TrimSpace(string(out))
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) || ee.ExitCode() != 1 || strings.Count(msg, "\n") != 0 || !strings.Contains(msg, "in use") {
@@ -180,7 +180,7 @@ func TestSecondMountRefused(t *testing.T) {
 func TestDaemonKilledRestart(t *testing.T) {
 	sd := newScratch(t)
 	writeLowerFiles(t, sd.lower, map[string]string{"f": "lower"})
-	if out, err := runTimeout(20*time.Second, fuseProg, "-o", sd.options(), sd.mnt); err != nil {
+	if out, err := runFor(20*time.Second, fuseProg, "-o", sd.options(), sd.mnt); err != nil {
 		t.Fatalf("cowfs: %v: %s", err, out)
 	}
 	if err := os.WriteFile(filepath.Join(sd.mnt, "f"), []byte("changed"), 0o644); err != nil {
@@ -195,7 +195,7 @@ func TestDaemonKilledRestart(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(sd.mnt, "f")); !errors.Is(err, syscall.ENOTCONN) {
 		t.Errorf("stat in the dead mount: %v, want ENOTCONN", err)
 	}
-	if out, err := runTimeout(10*time.Second, "fusermount3", "-u", sd.mnt); err != nil || isMountpoint(sd.mnt) {
+	if out, err := runFor(10*time.Second, "fusermount3", "-u", sd.mnt); err != nil || isMountpoint(sd.mnt) {
 		t.Fatalf("fusermount3 -u of the dead mount: %v: %s", err, out)
 	}
 	d := mountDaemon(t, sd.options(), sd.mnt)
