@@ -111,7 +111,7 @@ func (c *Copier) copyDir(li int, rel, parent, name string, ino uint64) error {
 	if err := unix.Mkdirat(work, tmp, 0o700); err != nil {
 		return fmt.Errorf("copy up %q: %w", rel, err)
 	}
-	if err := c.finishMeta(srcDir, name, work, tmp, &st, ino, 0); err != nil {
+	if err := c.finishMeta(li, srcDir, name, work, tmp, &st, ino, 0); err != nil {
 		layers.RemoveAt(work, tmp)
 		return fmt.Errorf("copy up %q: %w", rel, err)
 	}
@@ -202,24 +202,41 @@ func (c *Copier) build(srcDir, dataDir int, name string, work int, tmp string, s
 			return err
 		}
 	}
-	return c.finishMeta(srcDir, name, work, tmp, st, src.Ino, src.Gen)
+	return c.finishMeta(src.Layer, srcDir, name, work, tmp, st, src.Ino, src.Gen)
 }
 
 // finishMeta copies owner, mode, xattrs and times from name in srcDir to tmp in work, and
 // records the origin inode number and generation.
-func (c *Copier) finishMeta(srcDir int, name string, work int, tmp string, st *unix.Stat_t, ino, gen uint64) error {
-	if err := unix.Fchownat(work, tmp, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return err
-	}
+func (c *Copier) finishMeta(li, srcDir int, name string, work int, tmp string, st *unix.Stat_t, ino, gen uint64) error {
 	isLink := st.Mode&unix.S_IFMT == unix.S_IFLNK
-	if !isLink {
-		// After the chown, which clears set-id bits.
-		if err := sysx.ChmodNoFollow(work, tmp, st.Mode&0o7777); err != nil {
+	// xattr_permissions: the owner and mode go to the upper's override xattr (from the
+	// lower's override, if it has one); the copy stays the daemon's, readable by it.
+	override := c.stack.WritesOverride()
+	if override != "" && layers.HasOverride(st) {
+		eff := *st
+		c.stack.ApplyOverride(li, srcDir, name, &eff)
+		if err := sysx.ChmodNoFollow(work, tmp, layers.BackingPerm(st.Mode&0o7777)); err != nil {
 			return err
 		}
-	}
-	if err := copyXattrs(srcDir, name, work, tmp); err != nil {
-		return err
+		if err := copyXattrs(srcDir, name, work, tmp); err != nil {
+			return err
+		}
+		if err := sysx.Setxattr(work, tmp, override, layers.OverrideOf(&eff).Value(), 0); err != nil {
+			return fmt.Errorf("record owner and mode in %s: %w", override, err)
+		}
+	} else {
+		if err := unix.Fchownat(work, tmp, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return err
+		}
+		if !isLink {
+			// After the chown, which clears set-id bits.
+			if err := sysx.ChmodNoFollow(work, tmp, st.Mode&0o7777); err != nil {
+				return err
+			}
+		}
+		if err := copyXattrs(srcDir, name, work, tmp); err != nil {
+			return err
+		}
 	}
 	if ino != 0 && c.stack.Format.XattrPrefix != "" {
 		err := sysx.Setxattr(work, tmp, c.stack.Format.XattrPrefix+lookup.OriginXattr, lookup.EncodeOrigin(ino, gen), 0)

@@ -42,6 +42,31 @@ func (n *node) ownerFor(ctx context.Context, upperDir int) owner {
 	return o
 }
 
+// setOwnerOverride records the owner and mode of a new object in its override xattr
+// (xattr_permissions) instead of chowning it, and lets the daemon read and search it.
+// Objects other than directories and regular files keep the daemon as owner (their
+// overrides are not read; a symlink cannot even hold a user.* xattr).
+func setOwnerOverride(dirfd int, name, attr string, who owner) error {
+	var st unix.Stat_t
+	if err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return err
+	}
+	if !layers.HasOverride(&st) {
+		return nil
+	}
+	o := layers.OverrideOf(&st)
+	if who.uid >= 0 {
+		o.UID = uint32(who.uid)
+	}
+	if who.gid >= 0 {
+		o.GID = uint32(who.gid)
+	}
+	if err := sysx.Setxattr(dirfd, name, attr, o.Value(), 0); err != nil {
+		return err
+	}
+	return sysx.ChmodNoFollow(dirfd, name, layers.BackingPerm(o.Perm))
+}
+
 // maker creates one object named name in dirfd; it is called once, either in the upper
 // directory or in the work directory (when the new name must replace a whiteout).
 type maker func(dirfd int, name string) error
@@ -66,6 +91,9 @@ func (n *node) createUpper(ctx context.Context, name string, isDir, setOwner boo
 	chown := func(dirfd int, nm string) error {
 		if !setOwner {
 			return nil
+		}
+		if attr := n.ofs.stack.WritesOverride(); attr != "" {
+			return setOwnerOverride(dirfd, nm, attr, who)
 		}
 		return unix.Fchownat(dirfd, nm, who.uid, who.gid, unix.AT_SYMLINK_NOFOLLOW)
 	}

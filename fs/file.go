@@ -183,6 +183,10 @@ func (h *handle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
 	if err := unix.Fstat(fd, &st); err != nil {
 		return toErrno(err)
 	}
+	h.mu.Lock()
+	li := h.layer
+	h.mu.Unlock()
+	h.n.ofs.stack.ApplyOverride(li, fd, "", &st)
 	if h.n.isMetacopy() {
 		// fd is the data below; the attributes are the upper copy's.
 		if rel, errno := h.n.rel(); errno == 0 {

@@ -195,6 +195,9 @@ func (o *overlayFS) statIn(li int, rel string) (unix.Stat_t, error) {
 	} else {
 		err = unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
 	}
+	if err == nil {
+		o.stack.ApplyOverride(li, dirfd, name, &st) // xattr_permissions
+	}
 	return st, err
 }
 

@@ -84,11 +84,18 @@ type setattrTarget interface {
 	chown(uid, gid int) error
 	truncate(size int64) error
 	utimes(ts []unix.Timespec) error
+	// stat, getxattr and setxattr serve xattr_permissions's overrides.
+	stat() (unix.Stat_t, error)
+	getxattr(attr string) ([]byte, error)
+	setxattr(attr string, v []byte) error
 }
 
 // applySetattr applies the changes of in: mode, owner, size (only when withSize: an
 // ftruncate through a writable handle was done already), times.
 func (o *overlayFS) applySetattr(t setattrTarget, in *fuse.SetAttrIn, withSize bool) syscall.Errno {
+	if done, errno := o.setOverride(t, in, withSize); done || errno != 0 {
+		return errno
+	}
 	if mode, ok := in.GetMode(); ok {
 		if err := t.chmod(mode & 0o7777); err != nil {
 			return toErrno(err)
@@ -109,6 +116,58 @@ func (o *overlayFS) applySetattr(t setattrTarget, in *fuse.SetAttrIn, withSize b
 			return toErrno(err)
 		}
 	}
+	return o.setSizeTimes(t, in, withSize)
+}
+
+// setOverride writes a chmod or chown of a directory or regular file to its override
+// xattr under xattr_permissions (the real owner and mode stay the daemon's), then does
+// the rest of in. done is false when the mount keeps no overrides or nothing was asked.
+func (o *overlayFS) setOverride(t setattrTarget, in *fuse.SetAttrIn, withSize bool) (done bool, _ syscall.Errno) {
+	attr := o.stack.WritesOverride()
+	mode, mok := in.GetMode()
+	uid, uok := in.GetUID()
+	gid, gok := in.GetGID()
+	if attr == "" || !(mok || uok || gok) {
+		return false, 0
+	}
+	st, err := t.stat()
+	if err != nil {
+		return true, toErrno(err)
+	}
+	if !layers.HasOverride(&st) {
+		return false, 0
+	}
+	cur := layers.OverrideOf(&st)
+	if v, err := t.getxattr(attr); err == nil {
+		if p, err := layers.ParseOverride(v); err == nil {
+			cur = p
+		}
+	}
+	if mok {
+		cur.Perm = mode & 0o7777
+	}
+	u, g := -1, -1
+	if uok {
+		u = int(uid)
+	}
+	if gok {
+		g = int(gid)
+	}
+	u, g = o.diskOwner(u, g)
+	if u >= 0 {
+		cur.UID = uint32(u)
+	}
+	if g >= 0 {
+		cur.GID = uint32(g)
+	}
+	if err := t.setxattr(attr, cur.Value()); err != nil {
+		return true, toErrno(err)
+	}
+	return true, o.setSizeTimes(t, in, withSize)
+}
+
+// setSizeTimes applies the size (when withSize) and times of in.
+func (o *overlayFS) setSizeTimes(t setattrTarget, in *fuse.SetAttrIn, withSize bool) syscall.Errno {
 	if size, ok := in.GetSize(); ok && withSize {
 		if err := t.truncate(int64(size)); err != nil {
 			return toErrno(err)
@@ -143,6 +202,16 @@ func (t atTarget) truncate(size int64) error {
 	return unix.Ftruncate(fd, size)
 }
 
+func (t atTarget) stat() (unix.Stat_t, error) {
+	var st unix.Stat_t
+	err := unix.Fstatat(t.dirfd, t.name, &st, t.flags)
+	return st, err
+}
+func (t atTarget) getxattr(attr string) ([]byte, error) { return sysx.Getxattr(t.dirfd, t.name, attr) }
+func (t atTarget) setxattr(attr string, v []byte) error {
+	return sysx.Setxattr(t.dirfd, t.name, attr, v, 0)
+}
+
 // fdTarget is an open file.
 type fdTarget int
 
@@ -151,6 +220,16 @@ func (t fdTarget) chown(uid, gid int) error  { return unix.Fchown(int(t), uid, g
 func (t fdTarget) truncate(size int64) error { return unix.Ftruncate(int(t), size) }
 func (t fdTarget) utimes(ts []unix.Timespec) error {
 	return unix.UtimesNanoAt(unix.AT_FDCWD, sysx.ProcPath(int(t), ""), ts, 0)
+}
+
+func (t fdTarget) stat() (unix.Stat_t, error) {
+	var st unix.Stat_t
+	err := unix.Fstat(int(t), &st)
+	return st, err
+}
+func (t fdTarget) getxattr(attr string) ([]byte, error) { return sysx.Getxattr(int(t), "", attr) }
+func (t fdTarget) setxattr(attr string, v []byte) error {
+	return sysx.Setxattr(int(t), "", attr, v, 0)
 }
 
 // setattrTimes turns the request's times into utimensat's, with UTIME_NOW and UTIME_OMIT.

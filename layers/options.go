@@ -51,6 +51,10 @@ type Options struct {
 	StaticNlink bool
 	// NoACL turns POSIX ACL support off (noacl).
 	NoACL bool
+	// XattrPermissions keeps owners and modes written through the mount in an xattr
+	// instead of chowning and chmodding (xattr_permissions=1: security.*, 2: user.*;
+	// 0: off), for daemons that may not chown; see override.go.
+	XattrPermissions int
 
 	// Foreground keeps the daemon in the foreground (-f).
 	Foreground bool
@@ -266,6 +270,9 @@ func (o Options) Format() string {
 	}
 	if o.SquashGID != nil {
 		items = append(items, fmt.Sprintf("squash_to_gid=%d", *o.SquashGID))
+	}
+	if o.XattrPermissions != 0 {
+		items = append(items, fmt.Sprintf("xattr_permissions=%d", o.XattrPermissions))
 	}
 	return strings.Join(items, ",")
 }

@@ -117,6 +117,13 @@ func (o *Options) applyItem(item string) error {
 		default:
 			return fmt.Errorf("option metacopy=%q: want on or off", value)
 		}
+	case "xattr_permissions":
+		switch value {
+		case "0", "1", "2":
+			o.XattrPermissions = int(value[0] - '0')
+		default:
+			return fmt.Errorf("option xattr_permissions=%q: want 0, 1 or 2", value)
+		}
 	case "fsync":
 		switch value {
 		case "0":
@@ -168,7 +175,7 @@ func (o *Options) flag(key string) func() {
 func (o *Options) takesValue(key string) bool {
 	switch key {
 	case "lowerdir", "upperdir", "workdir", "context", "fsync", "metacopy",
-		"uidmapping", "gidmapping", "squash_to_uid", "squash_to_gid":
+		"uidmapping", "gidmapping", "squash_to_uid", "squash_to_gid", "xattr_permissions":
 		return true
 	}
 	return false

@@ -65,6 +65,15 @@ func TestParseArgs(t *testing.T) {
 		{"a later metacopy=off wins over metacopy=on",
 			[]string{"-o", "metacopy=on,lowerdir=/l", "-o", "metacopy=off", "/m"},
 			Options{Lowers: []string{"/l"}, Mountpoint: "/m", ReadOnly: true}},
+		{"every option containers/storage passes parses, with empty items between them",
+			[]string{"-o", `,,lowerdir=/l1:/l2,,upperdir=/u,workdir=/w,uidmapping=:0:100000:65536:65536:1000:1,gidmapping=0:100000:65536,squash_to_root,squash_to_uid=1,squash_to_gid=2,xattr_permissions=2,volatile,noacl,static_nlink,context="a:b,c",,`, "/m"},
+			Options{Lowers: []string{"/l1", "/l2"}, Upper: "/u", Work: "/w", Mountpoint: "/m",
+				UIDMap: IDMap{{0, 100000, 65536}, {65536, 1000, 1}}, GIDMap: IDMap{{0, 100000, 65536}},
+				SquashToRoot: true, SquashUID: ptr(uint32(1)), SquashGID: ptr(uint32(2)), XattrPermissions: 2,
+				Volatile: true, NoACL: true, StaticNlink: true, Context: "a:b,c"}},
+		{"xattr_permissions=1 keeps owners in security.* xattrs",
+			[]string{"-o", "lowerdir=/l,upperdir=/u,workdir=/w,xattr_permissions=1", "/m"},
+			Options{Lowers: []string{"/l"}, Upper: "/u", Work: "/w", Mountpoint: "/m", XattrPermissions: 1}},
 		{"-f keeps the daemon in the foreground",
 			[]string{"-f", "-o", "lowerdir=/l", "/m"},
 			Options{Lowers: []string{"/l"}, Mountpoint: "/m", ReadOnly: true, Foreground: true}},
@@ -126,6 +135,7 @@ func TestParseArgsErrors(t *testing.T) {
 		{"fsync takes 0 or 1", []string{"-o", "lowerdir=/l,fsync=2", "/m"}, "want 0 or 1"},
 		{"metacopy takes on or off", []string{"-o", "lowerdir=/l,metacopy=1", "/m"}, "want on or off"},
 		{"metacopy needs a value", []string{"-o", "lowerdir=/l,metacopy", "/m"}, `option "metacopy" needs a value`},
+		{"xattr_permissions takes 0, 1 or 2", []string{"-o", "lowerdir=/l,xattr_permissions=3", "/m"}, "want 0, 1 or 2"},
 		{"an unterminated quote is an error", []string{"-o", `lowerdir=/l,context="a,b`, "/m"}, "unterminated double quote"},
 		{"a backslash at the end is an error", []string{"-o", `lowerdir=/l\`, "/m"}, "backslash at the end"},
 	}
@@ -202,3 +212,5 @@ func TestAbsMakesEveryPathAbsolute(t *testing.T) {
 		t.Errorf("absolute lower changed to %q", o.Lowers[1])
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

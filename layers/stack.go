@@ -28,6 +28,9 @@ type Layer struct {
 	// Dev is the layer root's st_dev; DevIndex numbers the distinct devices of the stack.
 	Dev      uint64
 	DevIndex int
+	// Override is the stat override xattr this layer's objects carry (see
+	// override.go), found on its root at mount; "" when it has none.
+	Override string
 }
 
 // Stack is the opened layers of one mount.
@@ -89,6 +92,10 @@ func Open(o Options) (*Stack, error) {
 			s.Close()
 			return nil, err
 		}
+	}
+	if err := s.detectOverrides(); err != nil {
+		s.Close()
+		return nil, err
 	}
 	return s, nil
 }

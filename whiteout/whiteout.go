@@ -37,9 +37,11 @@ const (
 )
 
 // internalXattrPrefixes are the namespaces of markers: overlay's in both namespaces,
-// fuse-overlayfs's own, and cowfs's (origin inode numbers).
+// fuse-overlayfs's own (its stat overrides of xattr_permissions among them), and
+// cowfs's (origin inode numbers).
 var internalXattrPrefixes = []string{
-	"trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.", "trusted.cowfs.", "user.cowfs.",
+	"trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.", "security.fuseoverlayfs.",
+	"user.containers.override_", "trusted.cowfs.", "user.cowfs.",
 }
 
 // escape is what a user's own attribute in a marker namespace is stored under, one level
