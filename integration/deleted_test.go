@@ -86,6 +86,31 @@ func TestDeletedStayDeleted(t *testing.T) {
 			},
 			want: append(want, "-- remount --", "lstat d/c: ENOENT", "readdir d: []"),
 		},
+		{
+			name: "the only file of a lower opaque directory, removed, stays removed and the layer below stays hidden",
+			lowers: []layer{
+				{"op": dir().opaqueDir(), "op/only": file("only"), "op2": dir().opaqueByFile(), "op2/only": file("only")},
+				{"op/hidden": file("h"), "op2/hidden": file("h")},
+			},
+			op: ops(func(r *rec) {
+				r.errno("unlink op/only", unix.Unlink(r.p("op/only")))
+				r.errno("unlink op2/only", unix.Unlink(r.p("op2/only")))
+				r.gone("op/only", "op/hidden", "op2/only", "op2/hidden")
+				r.ls("op")
+				r.ls("op2")
+			}),
+			afterRemount: func(t *testing.T, mnt string, _ result) result {
+				return ops(func(r *rec) {
+					r.gone("op/only", "op/hidden", "op2/only", "op2/hidden")
+					r.ls("op")
+					r.ls("op2")
+					r.errno("rmdir op", unix.Rmdir(r.p("op")))
+					r.errno("mkdir op", unix.Mkdir(r.p("op"), 0o755))
+					r.gone("op/only", "op/hidden")
+				})(t, mnt)
+			},
+			want:        []string{"readdir op: []", "lstat op/hidden: ENOENT", "rmdir op: ok"},
+		},
 	})
 }
 
