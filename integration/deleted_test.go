@@ -109,7 +109,7 @@ func TestDeletedStayDeleted(t *testing.T) {
 					r.gone("op/only", "op/hidden")
 				})(t, mnt)
 			},
-			want:        []string{"readdir op: []", "lstat op/hidden: ENOENT", "rmdir op: ok"},
+			want: []string{"readdir op: []", "lstat op/hidden: ENOENT", "rmdir op: ok"},
 		},
 	})
 }
