@@ -186,7 +186,7 @@ func runOnce(ctx context.Context, cfg *config, st *stack, w *workload, k fsKind,
 			err = rerr
 		}
 	}()
-	e := &env{cfg: cfg, st: st, rd: rd, kind: k, volatile: w.volatile}
+	e := &env{cfg: cfg, st: st, rd: rd, kind: k, volatile: w.volatile, metacopy: w.metacopy}
 	if !w.selfMount {
 		m, err := mountStack(ctx, e)
 		if err != nil {

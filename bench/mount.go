@@ -119,6 +119,7 @@ type env struct {
 	m        *mounted // nil for workloads that mount by themselves
 	kind     fsKind
 	volatile bool // mount without fsync (kernel and cowfs: the volatile option)
+	metacopy bool // mount with metacopy=on (kernel and cowfs)
 }
 
 // path is rel inside the mount.
@@ -131,7 +132,11 @@ func mountArgv(e *env) []string {
 	opts := "lowerdir=" + strings.Join(lowers, ":") + ",upperdir=" + e.rd.upper + ",workdir=" + e.rd.work
 	switch e.kind {
 	case kernelFS:
-		opts += ",redirect_dir=off,index=off,metacopy=off"
+		if e.metacopy {
+			opts += ",redirect_dir=on,index=off,metacopy=on" // metacopy needs redirect_dir=on
+		} else {
+			opts += ",redirect_dir=off,index=off,metacopy=off"
+		}
 		if e.volatile {
 			opts += ",volatile"
 		}
@@ -142,6 +147,9 @@ func mountArgv(e *env) []string {
 	}
 	if e.volatile {
 		opts += ",volatile"
+	}
+	if e.metacopy {
+		opts += ",metacopy=on"
 	}
 	return []string{e.cfg.cowfs, "-o", opts, e.rd.mnt}
 }

@@ -21,6 +21,7 @@ type workload struct {
 	unit      string // "s" or "MiB"
 	cold      bool   // caches are dropped between prepare and measure
 	volatile  bool   // mounted without fsync (kernel and cowfs)
+	metacopy  bool   // mounted with metacopy=on (kernel and cowfs; fuse-overlayfs has none)
 	selfMount bool   // measure mounts and unmounts by itself
 	kernelNA  bool   // not applicable to the kernel (no daemon)
 	prepare   func(context.Context, *env) error
@@ -58,6 +59,10 @@ func workloads(cfg *config) []*workload {
 				what:    fmt.Sprintf("chmod(2) of %d lower files, each a copy-up (%s)", cfg.chmodFiles, how),
 				measure: chmodMany})
 	}
+	ws = append(ws, &workload{name: "copyup-chmod-metacopy", metacopy: true,
+		what: fmt.Sprintf("chmod(2) of %d lower files, each a metadata-only copy-up (kernel and cowfs `-o metacopy=on`, "+
+			"the kernel with the redirect_dir=on it requires; fuse-overlayfs, which has no metacopy, copies the data)", cfg.chmodFiles),
+		measure: chmodMany})
 	untar := func(e *env) []string { return []string{"tar", "-xf", e.st.Archive, "-C", e.path("untar")} }
 	rmrf := func(e *env) []string { return []string{"rm", "-rf", e.path("untar")} }
 	mkdirUntar := func(_ context.Context, e *env) error { return os.Mkdir(e.path("untar"), 0o755) }
