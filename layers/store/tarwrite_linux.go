@@ -170,6 +170,13 @@ func (w *tarWriter) entry(dirfd int, p string, e out) error {
 			w.links[key] = p
 		}
 		hdr.Typeflag, hdr.Size = tar.TypeReg, st.Size
+		// A metacopy file (an upper written with metacopy=on) holds no data: its data
+		// is in a lower layer, which a tar of the upper alone cannot reach.
+		for _, prefix := range []string{whiteout.TrustedPrefix, whiteout.UserPrefix} {
+			if mc, err := whiteout.IsMetacopy(dirfd, e.onDisk, prefix); mc || err != nil {
+				return fmt.Errorf("%q is a metacopy file (its data is in a lower layer; written by a metacopy=on mount), which a layer cannot hold", p)
+			}
+		}
 		fd, err := unix.Openat(dirfd, e.onDisk, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		if err != nil {
 			return fmt.Errorf("open %q: %w", p, err)
