@@ -92,7 +92,11 @@ func (c *Copier) Data(rel string, dataLayer int, noData bool) error {
 // fill copies the data of name in layer dataLayer's directory parent into dst, the
 // upper metacopy file of st's size.
 func (c *Copier) fill(dst, dataLayer int, parent, name string, st *unix.Stat_t, noData bool) error {
-	if noData || st.Size == 0 {
+	if noData {
+		// Empty before the marker goes, so a crash never leaves the hole readable.
+		return unix.Ftruncate(dst, 0)
+	}
+	if st.Size == 0 {
 		return nil
 	}
 	dir, err := c.stack.OpenDir(dataLayer, parent)

@@ -121,14 +121,14 @@ func TestDataCompletesAMetacopyFileInPlace(t *testing.T) {
 	}
 }
 
-func TestDataWithoutDataOnlyDropsTheMarker(t *testing.T) {
+func TestDataWithoutDataEmptiesTheFileAndDropsTheMarker(t *testing.T) {
 	e := newEnv(t)
 	makeLower(t, e, 1<<20)
 	must(t, e.c.File(copyup.Source{Layer: lowerLayer, Rel: "f", Meta: true}))
 	must(t, e.c.Data("f", lowerLayer, true))
 	dst := filepath.Join(e.upper, "f")
-	if ex := extents(t, dst); len(ex) != 0 {
-		t.Errorf("data copied: %v", ex)
+	if st, ex := lstat(t, dst), extents(t, dst); st.Size != 0 || len(ex) != 0 {
+		t.Errorf("after Data without data: size %d, data %v; want an empty file", st.Size, ex)
 	}
 	if _, ok := xattrs(t, dst)[metacopyAttr]; ok {
 		t.Errorf("%s is still set", metacopyAttr)
