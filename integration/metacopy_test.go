@@ -224,6 +224,16 @@ func TestMetacopy(t *testing.T) {
 			}),
 		},
 	}
+	// Unprivileged, cowfs writes and reads user.overlay.metacopy; forced here as root
+	// (COWFS_FORCE_FALLBACK=trusted). The kernel's userxattr mode has no metacopy, so the
+	// kernel side stays privileged: the snapshots fold both namespaces into "metacopy".
+	userOpts := metacopyOpts
+	userOpts.env = []string{"COWFS_FORCE_FALLBACK=trusted"}
+	for _, c := range []behaviourCase{cases[0], cases[4], cases[6], cases[13]} {
+		c.name += " (user.overlay.metacopy)"
+		c.opts = userOpts
+		cases = append(cases, c)
+	}
 	runCases(t, cases)
 }
 
