@@ -1,10 +1,16 @@
 # cowfs: a copy-on-write overlay filesystem over FUSE. See README.md.
 GO ?= go
+# Build tags of every cowfs binary, for a fast start (a mount starts cowfs twice: the
+# command and its daemon): urfave_cli_no_docs leaves out urfave/cli's man-page and
+# markdown generation (blackfriday's package init); netgo,osusergo make the binary
+# static (no dynamic loader and libc at each start). Keep scripts/demo.sh,
+# integration/main_test.go and cmd/cowfs/main_test.go in step (TestEveryBuildUsesTheTags).
+GOTAGS = urfave_cli_no_docs,netgo,osusergo
 
 .PHONY: build demo test test-long setup vet
 
 build:
-	$(GO) build -o bin/cowfs ./cmd/cowfs
+	$(GO) build -tags $(GOTAGS) -o bin/cowfs ./cmd/cowfs
 
 # Installs the packages the tests use (fuse3, fuse-overlayfs, attr) when missing.
 setup:

@@ -10,6 +10,7 @@ package main
 
 import (
 	"context"
+	"debug/buildinfo"
 	"flag"
 	"fmt"
 	"log"
@@ -105,6 +106,18 @@ func main() {
 	}
 	if _, err := os.Stat(cfg.cowfs); err != nil {
 		log.Fatalf("cowfs binary: %v (run make build)", err)
+	}
+	// A binary built without the Makefile's tags works but starts slower (mount latency).
+	if bi, err := buildinfo.ReadFile(cfg.cowfs); err == nil {
+		tags := ""
+		for _, s := range bi.Settings {
+			if s.Key == "-tags" {
+				tags = s.Value
+			}
+		}
+		if !strings.Contains(tags, "urfave_cli_no_docs") {
+			log.Printf("warning: %s was built without the Makefile's -tags (GOTAGS): use make build", cfg.cowfs)
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

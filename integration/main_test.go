@@ -61,7 +61,7 @@ func runMain(m *testing.M) int {
 	}
 	defer os.RemoveAll(dir)
 	fuseProg = filepath.Join(dir, "cowfs")
-	build := exec.Command("go", "build", "-o", fuseProg, "./cmd/cowfs")
+	build := exec.Command("go", "build", "-tags", "urfave_cli_no_docs,netgo,osusergo", "-o", fuseProg, "./cmd/cowfs") // tags: see the Makefile
 	build.Dir = ".."
 	if out, err := build.CombinedOutput(); err != nil {
 		buildErr = fmt.Errorf("go build ./cmd/cowfs: %v\n%s", err, strings.TrimSpace(string(out)))

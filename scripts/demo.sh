@@ -5,7 +5,7 @@ set -eu
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
 sh scripts/setup.sh
-go build -o bin/cowfs ./cmd/cowfs
+go build -tags urfave_cli_no_docs,netgo,osusergo -o bin/cowfs ./cmd/cowfs  # tags: see the Makefile
 d=$(mktemp -d /tmp/cowfs-demo.XXXXXX)
 mkdir -p "$d/base/etc" "$d/app/etc" "$d/upper" "$d/work" "$d/merged"
 echo "base motd" >"$d/base/etc/motd"

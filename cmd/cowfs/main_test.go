@@ -19,11 +19,14 @@ import (
 // stubMountError is what fs.Mount returns while it is not written yet.
 const stubMountError = "not implemented yet"
 
+// buildTags are the Makefile's GOTAGS, which every build of cowfs uses.
+const buildTags = "urfave_cli_no_docs,netgo,osusergo"
+
 // buildCowfs builds the binary into a temporary directory, with extra go build args.
 func buildCowfs(t *testing.T, args ...string) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "cowfs")
-	cmd := exec.Command("go", append(append([]string{"build", "-o", bin}, args...), ".")...)
+	cmd := exec.Command("go", append(append([]string{"build", "-tags", buildTags, "-o", bin}, args...), ".")...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/cowfs/cowfs/fs"
@@ -45,7 +46,12 @@ func serve(opts layers.Options, ready func(error)) error {
 	// The callers' umasks are applied by the kernel before a mode reaches the
 	// filesystem; the daemon's own must not apply a second time.
 	syscall.Umask(0)
+	defer startProfiles()()
+	// No GC cycle while mounting: the few MiB the mount allocates (FUSE buffers, the
+	// lookup cache) would start one that only delays the "ok".
+	gc := debug.SetGCPercent(-1)
 	m, err := fs.Mount(opts)
+	debug.SetGCPercent(gc)
 	ready(err)
 	if err != nil {
 		return err

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opencontainers/go-digest"
+	"github.com/cowfs/cowfs/internal/digest"
 	"golang.org/x/sys/unix"
 )
 

@@ -10,7 +10,7 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/opencontainers/go-digest"
+	"github.com/cowfs/cowfs/internal/digest"
 )
 
 func sortedKeys[V any](m map[string]V) []string {

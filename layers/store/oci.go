@@ -12,7 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/opencontainers/go-digest"
+	"github.com/cowfs/cowfs/internal/digest"
 )
 
 // OCI image layout names and media types (image-spec image-layout.md, media-types.md).

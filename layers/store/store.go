@@ -25,7 +25,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/opencontainers/go-digest"
+	"github.com/cowfs/cowfs/internal/digest"
 	"golang.org/x/sys/unix"
 )
 
