@@ -31,6 +31,11 @@ func (n *node) xattrAt(fn func(dirfd int, name string) error) syscall.Errno {
 	return toErrno(fn(dirfd, name))
 }
 
+// noXattrs is the cache of every object without attributes (most of them): one
+// shared empty map rather than one per node, never written to (the cache is replaced,
+// never changed in place).
+var noXattrs = map[string][]byte{}
+
 // loadXattrs returns the topmost copy's attributes under their stored names, from the
 // node's cache or the layer.
 func (n *node) loadXattrs() (map[string][]byte, syscall.Errno) {
@@ -40,7 +45,7 @@ func (n *node) loadXattrs() (map[string][]byte, syscall.Errno) {
 	if x != nil {
 		return x, 0
 	}
-	x = map[string][]byte{}
+	x = noXattrs
 	errno := n.xattrAt(func(dirfd int, name string) error {
 		names, err := sysx.Listxattr(dirfd, name)
 		if err != nil {
@@ -48,6 +53,9 @@ func (n *node) loadXattrs() (map[string][]byte, syscall.Errno) {
 				return nil // no xattr support on this layer: none
 			}
 			return err
+		}
+		if len(names) > 0 {
+			x = make(map[string][]byte, len(names))
 		}
 		for _, a := range names {
 			v, err := sysx.Getxattr(dirfd, name, a)
