@@ -25,8 +25,12 @@ import (
 // kernel updates its caches from the replies to its own requests, so it can be long.
 const kernelTimeout = time.Hour
 
-// lookupCacheEntries bounds the lookup cache.
-const lookupCacheEntries = 1 << 16
+// lookupCacheEntries bounds the lookup cache. The kernel keeps what it looked up for
+// kernelTimeout, so the daemon sees a name again only after the kernel dropped it or
+// the directory changed (which makes a new generation anyway): a small cache answers
+// those. An entry costs about 370 bytes in ristretto; 65,536 of them were 28 MB of the
+// 74 MB live heap after walking 49,411 files, for almost no hits.
+const lookupCacheEntries = 1 << 12
 
 // overlayFS is the state shared by all nodes of one mount.
 type overlayFS struct {
