@@ -69,8 +69,13 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 // setattrFd applies a setattr through the open file of a name that was removed.
 func (n *node) setattrFd(h *handle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	h.mu.Lock()
-	fd := h.fd
+	fd, layer := h.fd, h.layer
 	h.mu.Unlock()
+	if layer != layers.Upper {
+		// A read-only fd of a metacopy file is open on its data in a lower layer, which
+		// must never change; the removed name's upper copy is gone.
+		return syscall.ESTALE
+	}
 	_, hasSize := in.GetSize()
 	if errno := n.ofs.applySetattr(fdTarget(fd), in, hasSize); errno != 0 {
 		return errno

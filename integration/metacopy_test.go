@@ -164,6 +164,28 @@ func TestMetacopy(t *testing.T) {
 			r.read("l")
 		}),
 		{
+			name:        "fchmod through a read-only fd of a removed metacopy file leaves the lower alone",
+			lowers:      []layer{metacopyLower()},
+			opts:        metacopyOpts,
+			fuseDiffers: "the kernel still holds the removed name's upper inode and changes it; cowfs removed the upper copy and refuses (ENOENT) rather than touch the lower data its fd is open on",
+			op: ops(func(r *rec) {
+				r.errno("chmod f", unix.Chmod(r.p("f"), 0o600))
+				fd, err := unix.Open(r.p("f"), unix.O_RDONLY, 0)
+				r.errno("open ro f", err)
+				if err != nil {
+					return
+				}
+				defer unix.Close(fd)
+				r.errno("unlink f", unix.Unlink(r.p("f")))
+				r.errno("fchmod", unix.Fchmod(fd, 0o777))
+				r.errno("fchown", unix.Fchown(fd, 5, 5))
+				buf := make([]byte, 64)
+				n, err := unix.Pread(fd, buf, 0)
+				r.errno("pread", err)
+				r.val("read", fmt.Sprintf("%q", buf[:max(n, 0)]))
+			}),
+		},
+		{
 			name:   "the data comes from the topmost lower holding the file",
 			lowers: []layer{{"f": file("top lower")}, {"f": file("bottom lower"), "g": file("g")}},
 			opts:   metacopyOpts,
