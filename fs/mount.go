@@ -41,6 +41,8 @@ type overlayFS struct {
 	root  *node
 	// nextID numbers directories for the lookup cache.
 	nextID atomic.Uint64
+	// listings are the directory snapshots readers are in the middle of.
+	listings listings
 }
 
 // Mounted is a live cowfs mount.
@@ -173,7 +175,7 @@ func selinuxEnabled() bool {
 // taking the last thread while the daemon polls its own file); a POLL from any other
 // process is answered ENOSYS by go-fuse (doPoll), after which the kernel stops asking.
 func mount(dir string, root *node, opts *gofs.Options) (*fuse.Server, error) {
-	srv, err := fuse.NewServer(gofs.NewNodeFS(root, opts), dir, &opts.MountOptions)
+	srv, err := fuse.NewServer(rawFS{gofs.NewNodeFS(root, opts)}, dir, &opts.MountOptions)
 	if err != nil {
 		return nil, err
 	}

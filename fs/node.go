@@ -325,15 +325,24 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	if errno != 0 {
 		return nil, errno
 	}
-	e, err := n.ofs.res.Lookup(n.dir(rel), name)
+	fds := lookup.NewDirFds(n.ofs.stack, rel)
+	defer fds.Close()
+	return n.lookupIn(ctx, fds, rel, name, out)
+}
+
+// lookupIn resolves name in n (at rel, whose layer fds are fds) and fills out.
+func (n *node) lookupIn(ctx context.Context, fds *lookup.DirFds, rel, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	e, err := n.ofs.res.LookupIn(fds, n.dir(rel), name)
 	if err != nil {
+		return nil, toErrno(err)
+	}
+	var st unix.Stat_t
+	if e.Stat != nil {
+		st = *e.Stat // the walk just read it
+	} else if st, err = fds.Stat(e.Layers[0], name); err != nil {
 		return nil, toErrno(err)
 	}
 	crel := sysx.Join(rel, name)
-	st, err := n.ofs.statIn(e.Layers[0], crel)
-	if err != nil {
-		return nil, toErrno(err)
-	}
 	n.ofs.fixAttr(&st, e.Layers)
 	n.ofs.metacopyBlocks(&st, e.Layers, crel)
 	n.ofs.fillEntry(out, &st)

@@ -1,13 +1,14 @@
 package fs
 
 import (
+	"bytes"
 	"cmp"
 	"context"
+	"encoding/binary"
 	"hash/fnv"
 	"slices"
 	"sync"
 	"syscall"
-	"unsafe"
 
 	"github.com/cowfs/cowfs/internal/sysx"
 	"github.com/cowfs/cowfs/layers"
@@ -116,45 +117,49 @@ func readDirents(fd int, fn func(name string, ino uint64, typ uint8)) error {
 		if k <= 0 {
 			return nil
 		}
-		for off := 0; off < k; {
-			d := (*unix.Dirent)(unsafe.Pointer(&buf[off]))
-			nameBytes := buf[off+int(unsafe.Offsetof(d.Name)) : off+int(d.Reclen)]
-			for i, c := range nameBytes {
-				if c == 0 {
-					nameBytes = nameBytes[:i]
-					break
-				}
+		// linux_dirent64: d_ino u64, d_off s64, d_reclen u16, d_type u8, d_name. Read
+		// by offset: a *unix.Dirent over the last record would reach past the buffer.
+		for off := 0; off+19 <= k; {
+			reclen := int(binary.LittleEndian.Uint16(buf[off+16:]))
+			if reclen < 19 || off+reclen > k {
+				return unix.EIO
 			}
-			fn(string(nameBytes), d.Ino, d.Type)
-			off += int(d.Reclen)
+			nameBytes := buf[off+19 : off+reclen]
+			if i := bytes.IndexByte(nameBytes, 0); i >= 0 {
+				nameBytes = nameBytes[:i]
+			}
+			fn(string(nameBytes), binary.LittleEndian.Uint64(buf[off:]), buf[off+18])
+			off += reclen
 		}
 	}
 }
 
-// dirHandle is an open directory: a snapshot of the merged listing taken at the first
-// read, so offsets stay valid across seekdir/telldir while the directory changes.
+// dirHandle reads a directory for one READDIR(PLUS) request: the kernel opens
+// directories without asking us (see rawFS), so a reader's place between requests is
+// only the offset it gives.
 //
-// An entry's offset (the cookie to resume after it) is a hash of its name, and the
-// snapshot is sorted by it, as ext4 does: an offset means the same place in any
-// snapshot of the directory. The kernel's listing cache (FOPEN_CACHE_DIR) is shared by
-// every open handle of the directory, and a reader that was served from it continues,
-// once the cache is dropped, with a READDIR on its own handle at an offset that another
-// handle's snapshot gave: with offsets that were positions in a snapshot, it resumed at
-// the wrong place in its fresh one, and a name nobody touched was skipped or repeated.
+// An entry's offset (the cookie to resume after it) is a hash of its name, and a listing
+// is sorted by it, as ext4 does: an offset means the same place in any listing of the
+// directory. The kernel's listing cache (FOPEN_CACHE_DIR) is shared by every reader of
+// the directory, and a reader that was served from it continues, once the cache is
+// dropped, with a READDIR at an offset another listing gave: with offsets that were
+// positions in one listing, it resumed at the wrong place in a fresh one, and a name
+// nobody touched was skipped or repeated.
 type dirHandle struct {
 	n *node
-	// fd is an O_PATH fd of the directory's topmost copy at open, so fstat keeps
-	// working after the directory is removed or replaced; -1 if it could not be had.
-	fd int
-	// mu guards entries and pos (go-fuse also serialises calls on one handle).
-	mu      sync.Mutex
-	entries []fuse.DirEntry
-	pos     int
-	loaded  bool
+	// mu guards everything below (go-fuse also serialises calls on one handle).
+	mu  sync.Mutex
+	l   *listing
+	pos int // index of the next entry in l.entries
+	// fds are the directory's layer fds for the lookups of a READDIRPLUS (nil until
+	// the first); closed on release.
+	fds    *lookup.DirFds
+	fdsRel string
 }
 
 var (
 	_ = (gofs.NodeOpendirHandler)((*node)(nil))
+	_ = (gofs.FileLookuper)((*dirHandle)(nil))
 	_ = (gofs.FileReaddirenter)((*dirHandle)(nil))
 	_ = (gofs.FileSeekdirer)((*dirHandle)(nil))
 	_ = (gofs.FileReleasedirer)((*dirHandle)(nil))
@@ -162,29 +167,29 @@ var (
 )
 
 func (n *node) OpendirHandle(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	d := &dirHandle{n: n, fd: -1}
-	if rel, errno := n.rel(); errno == 0 {
-		if fd, err := n.ofs.stack.OpenDir(n.top(), rel); err == nil {
-			d.fd = fd
-		}
-	}
 	// The kernel may keep the listing: only the daemon changes a directory, and the
 	// kernel drops its copy itself on every change it asks for (fuse_dir_changed).
-	return d, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
+	return &dirHandle{n: n}, fuse.FOPEN_CACHE_DIR | fuse.FOPEN_KEEP_CACHE, 0
 }
 
-// fstat reads the attributes of the directory as it was opened.
+// fstat reads the attributes of the directory as last seen.
 func (d *dirHandle) fstat() (unix.Stat_t, error) {
-	var st unix.Stat_t
-	if d.fd < 0 {
-		return st, unix.ENOENT
+	if st, ok := d.n.lastAttr(); ok {
+		return st, nil
 	}
-	err := unix.Fstat(d.fd, &st)
-	return st, err
+	return unix.Stat_t{}, unix.ENOENT
 }
 
+// load finds the directory's listing: the one made for the previous request when no
+// name in the directory changed since (a listing read in several requests is merged
+// once), else a fresh one.
 func (d *dirHandle) load() syscall.Errno {
-	if d.loaded {
+	if d.l != nil {
+		return 0
+	}
+	gen := d.n.gen.Load()
+	if l := d.n.ofs.listings.find(d.n, gen); l != nil {
+		d.l = l
 		return 0
 	}
 	rel, errno := d.n.rel()
@@ -200,12 +205,12 @@ func (d *dirHandle) load() syscall.Errno {
 	if p := d.n.parentNode(); p != nil {
 		parent = p.StableAttr().Ino
 	}
-	d.entries = append([]fuse.DirEntry{
+	entries := append([]fuse.DirEntry{
 		{Name: ".", Mode: unix.S_IFDIR, Ino: self},
 		{Name: "..", Mode: unix.S_IFDIR, Ino: parent},
 	}, ents...)
-	d.entries[0].Off, d.entries[1].Off = 1, 2
-	named := d.entries[2:]
+	entries[0].Off, entries[1].Off = 1, 2
+	named := entries[2:]
 	for i := range named {
 		named[i].Off = nameCookie(named[i].Name)
 	}
@@ -216,7 +221,8 @@ func (d *dirHandle) load() syscall.Errno {
 			named[i].Off = named[i-1].Off + 1
 		}
 	}
-	d.loaded = true
+	d.l = &listing{dir: d.n, gen: gen, entries: entries}
+	d.n.ofs.listings.add(d.l)
 	return 0
 }
 
@@ -234,10 +240,10 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 	if errno := d.load(); errno != 0 {
 		return nil, errno
 	}
-	if d.pos >= len(d.entries) {
+	if d.pos >= len(d.l.entries) {
 		return nil, 0
 	}
-	e := d.entries[d.pos]
+	e := d.l.entries[d.pos]
 	d.pos++
 	return &e, 0
 }
@@ -245,24 +251,39 @@ func (d *dirHandle) Readdirent(ctx context.Context) (*fuse.DirEntry, syscall.Err
 func (d *dirHandle) Seekdir(ctx context.Context, off uint64) syscall.Errno {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	d.pos = 0
 	if off == 0 {
-		// rewinddir: a fresh listing, as on any filesystem.
-		d.loaded = false
-		d.pos = 0
-		return 0
+		return 0 // rewinddir
 	}
 	if errno := d.load(); errno != 0 {
 		return errno
 	}
 	// Resume after the entry whose offset is off, wherever it is (or was) in the listing.
-	d.pos, _ = slices.BinarySearchFunc(d.entries, off+1, func(e fuse.DirEntry, t uint64) int { return cmp.Compare(e.Off, t) })
+	d.pos, _ = slices.BinarySearchFunc(d.l.entries, off+1, func(e fuse.DirEntry, t uint64) int { return cmp.Compare(e.Off, t) })
 	return 0
 }
 
+// Lookup looks up an entry of a READDIRPLUS reply, opening each layer's copy of the
+// directory once for all of them.
+func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.fds == nil {
+		rel, errno := d.n.rel()
+		if errno != 0 {
+			return nil, errno
+		}
+		d.fds, d.fdsRel = lookup.NewDirFds(d.n.ofs.stack, rel), rel
+	}
+	return d.n.lookupIn(ctx, d.fds, d.fdsRel, name, out)
+}
+
 func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {
-	if d.fd >= 0 {
-		unix.Close(d.fd)
-		d.fd = -1
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.fds != nil {
+		d.fds.Close()
+		d.fds = nil
 	}
 }
 
@@ -280,4 +301,41 @@ func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
 	}
 	defer unix.Close(fd)
 	return toErrno(unix.Fsync(fd))
+}
+
+// listingCacheSize bounds the listings kept for readers coming back for more.
+const listingCacheSize = 64
+
+// listing is one merged listing of a directory, "." and ".." first, then sorted by offset.
+type listing struct {
+	dir     *node
+	gen     uint64 // the directory's generation it was made at
+	entries []fuse.DirEntry
+}
+
+// listings holds the newest listings, oldest dropped first.
+type listings struct {
+	// mu guards all fields.
+	mu   sync.Mutex
+	ring [listingCacheSize]*listing
+	next int // slot to reuse
+}
+
+func (c *listings) add(l *listing) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.ring[c.next] = l
+	c.next = (c.next + 1) % listingCacheSize
+}
+
+// find returns the listing of dir made at generation gen, if still kept.
+func (c *listings) find(dir *node, gen uint64) *listing {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, l := range c.ring {
+		if l != nil && l.dir == dir && l.gen == gen {
+			return l
+		}
+	}
+	return nil
 }

@@ -85,7 +85,22 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if len(ents) > 0 {
 		return syscall.ENOTEMPTY
 	}
-	return n.remove(rel, name, e, true)
+	if errno := n.remove(rel, name, e, true); errno != 0 {
+		return errno
+	}
+	if c := n.child(name); c != nil && len(e.Layers) == 1 && e.Layers[0] == layers.Upper {
+		// fstat through a directory fd still open shows the removed upper directory,
+		// with no links; a removed lower directory is only hidden, and keeps its own.
+		c.removedDir()
+	}
+	return 0
+}
+
+// removedDir records that the directory was removed (see Rmdir).
+func (n *node) removedDir() {
+	n.mu.Lock()
+	n.last.nlink = 0
+	n.mu.Unlock()
 }
 
 // remove takes name (entry e) out of directory n (at rel): unlinks the upper entry, and

@@ -343,7 +343,7 @@ func waitGone(t testing.TB, pid int) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Errorf("daemon pid %d still running 5s after unmount; killing it", pid)
+	t.Errorf("daemon pid %d still running 5s after unmount; killing it; threads:%s", pid, describeProc(pid))
 	unix.Kill(pid, unix.SIGKILL)
 }
 

@@ -39,6 +39,9 @@ type Entry struct {
 	Gen uint64
 	// Multi: a lower non-directory with several hard links.
 	Multi bool
+	// Stat, when not nil, is the topmost object's attributes as the walk read them (never
+	// from the cache).
+	Stat *unix.Stat_t
 }
 
 // Dir is the parent directory of a lookup.
@@ -70,6 +73,14 @@ func New(stack *layers.Stack, c *Cache) *Resolver {
 
 // Lookup resolves name in dir.
 func (r *Resolver) Lookup(dir Dir, name string) (Entry, error) {
+	fds := NewDirFds(r.stack, dir.Rel)
+	defer fds.Close()
+	return r.LookupIn(fds, dir, name)
+}
+
+// LookupIn resolves name in dir, using (and filling) fds, which must be dir's. A fresh
+// walk (not an answer from the cache) also returns the attributes it read, in Entry.Stat.
+func (r *Resolver) LookupIn(fds *DirFds, dir Dir, name string) (Entry, error) {
 	if whiteout.IsInternalName(name) {
 		return Entry{}, ErrNotExist
 	}
@@ -79,9 +90,11 @@ func (r *Resolver) Lookup(dir Dir, name string) (Entry, error) {
 		}
 		return e, nil
 	}
-	e, err := r.resolve(dir.Rel, dir.Layers, name)
+	e, err := r.resolve(fds, dir.Layers, name)
 	if err == nil || errors.Is(err, ErrNotExist) {
-		r.cache.set(dir, name, e)
+		c := e
+		c.Stat = nil // attributes change without a change of the directory
+		r.cache.set(dir, name, c)
 	}
 	return e, err
 }
@@ -93,15 +106,18 @@ func (r *Resolver) LookupBelow(dir Dir, name string) (Entry, error) {
 	if len(ls) > 0 && r.stack.Writable && ls[0] == layers.Upper {
 		ls = ls[1:]
 	}
-	return r.resolve(dir.Rel, ls, name)
+	fds := NewDirFds(r.stack, dir.Rel)
+	defer fds.Close()
+	return r.resolve(fds, ls, name)
 }
 
 // resolve walks the layers; it holds the whole merge rule.
-func (r *Resolver) resolve(rel string, dirLayers []int, name string) (Entry, error) {
+func (r *Resolver) resolve(fds *DirFds, dirLayers []int, name string) (Entry, error) {
 	var e Entry
 	var dirIno uint64
+	rel := fds.rel
 	for _, li := range dirLayers {
-		dirfd, err := r.stack.OpenDir(li, rel)
+		dirfd, err := fds.Get(li)
 		if err != nil {
 			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 				continue // this layer's copy of the directory went away under us
@@ -110,20 +126,16 @@ func (r *Resolver) resolve(rel string, dirLayers []int, name string) (Entry, err
 		}
 		found, st, err := r.statIn(dirfd, name)
 		if err != nil {
-			unix.Close(dirfd)
 			return Entry{}, fmt.Errorf("layer %d %q: %w", li, name, err)
 		}
 		switch found {
 		case absent:
-			unix.Close(dirfd)
 			continue
 		case whitedOut:
-			unix.Close(dirfd)
 			return r.done(e, dirIno)
 		}
 		isDir := st.Mode&unix.S_IFMT == unix.S_IFDIR
 		if !isDir {
-			defer unix.Close(dirfd)
 			if e.Layers != nil {
 				// A non-directory below a directory is hidden and ends the walk.
 				return r.done(e, dirIno)
@@ -137,7 +149,7 @@ func (r *Resolver) resolve(rel string, dirLayers []int, name string) (Entry, err
 				}
 				if mc {
 					// Metadata here, data further down (kernel ovl_lookup: "lowerdata").
-					data, err := r.findData(rel, dirLayers, li, name)
+					data, err := r.findData(fds, dirLayers, li, name)
 					if err != nil {
 						return Entry{}, err
 					}
@@ -146,11 +158,14 @@ func (r *Resolver) resolve(rel string, dirLayers []int, name string) (Entry, err
 			}
 			e.Ino, e.Gen = r.fileIno(li, dirfd, rel, name, &st)
 			e.Multi = r.stack.Lower(li) && st.Nlink > 1
+			e.Stat = &st
 			return e, nil
 		}
 		if e.Layers == nil {
 			e.Mode = unix.S_IFDIR
 			dirIno = r.mapIno(li, st.Ino)
+			top := st
+			e.Stat = &top
 		} else if len(e.Layers) == 1 && e.Layers[0] == layers.Upper && r.stack.Writable {
 			// A merged directory shows the inode number of its topmost lower copy,
 			// which stays the same when the directory is copied up.
@@ -158,7 +173,6 @@ func (r *Resolver) resolve(rel string, dirLayers []int, name string) (Entry, err
 		}
 		e.Layers = append(e.Layers, li)
 		marks, err := whiteout.ReadDirMarks(dirfd, name)
-		unix.Close(dirfd)
 		if err != nil {
 			return Entry{}, fmt.Errorf("layer %d %q: %w", li, name, err)
 		}
@@ -254,12 +268,13 @@ var ErrNoData = fmt.Errorf("metacopy file without lower data: %w", unix.EIO)
 // above of the directory rel contributed to by dirLayers: the first layer below it with
 // a regular file of that name that is not itself metacopy. A whiteout or another kind
 // of object first, or nothing at all, is ErrNoData (kernel ovl_lookup_single/ovl_lookup).
-func (r *Resolver) findData(rel string, dirLayers []int, above int, name string) (int, error) {
+func (r *Resolver) findData(fds *DirFds, dirLayers []int, above int, name string) (int, error) {
+	rel := fds.rel
 	for _, li := range dirLayers {
 		if li <= above {
 			continue
 		}
-		dirfd, err := r.stack.OpenDir(li, rel)
+		dirfd, err := fds.Get(li)
 		if err != nil {
 			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 				continue
@@ -271,14 +286,12 @@ func (r *Resolver) findData(rel string, dirLayers []int, above int, name string)
 			var mc bool
 			mc, err = r.isMetacopy(li, dirfd, name)
 			if err == nil && !mc {
-				unix.Close(dirfd)
 				return li, nil
 			}
 			if err == nil {
 				found = absent // metadata only in this layer too: its data is further down
 			}
 		}
-		unix.Close(dirfd)
 		switch {
 		case err != nil:
 			return 0, fmt.Errorf("layer %d %q: %w", li, name, err)

@@ -1,0 +1,64 @@
+package lookup
+
+import (
+	"github.com/cowfs/cowfs/layers"
+	"golang.org/x/sys/unix"
+)
+
+// DirFds are one directory's fds in its layers, each opened when first needed and kept
+// until Close, so that looking up many names of one directory in a row (the entries of
+// a READDIRPLUS) opens each layer's copy once instead of once a name. Not safe for
+// concurrent use.
+type DirFds struct {
+	stack *layers.Stack
+	rel   string
+	fds   map[int]openDir
+}
+
+type openDir struct {
+	fd  int
+	err error
+}
+
+// NewDirFds prepares fds for the directory rel (relative to every layer root).
+func NewDirFds(stack *layers.Stack, rel string) *DirFds {
+	return &DirFds{stack: stack, rel: rel}
+}
+
+// Get is the directory's fd in layer li (an O_PATH fd; the caller must not close it), or
+// the error of opening it.
+func (d *DirFds) Get(li int) (int, error) {
+	if o, ok := d.fds[li]; ok {
+		return o.fd, o.err
+	}
+	if d.fds == nil {
+		d.fds = make(map[int]openDir, len(d.stack.Layers))
+	}
+	fd, err := d.stack.OpenDir(li, d.rel)
+	if err != nil {
+		fd = -1
+	}
+	d.fds[li] = openDir{fd, err}
+	return fd, err
+}
+
+// Stat lstat()s name in the directory's copy in layer li.
+func (d *DirFds) Stat(li int, name string) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	fd, err := d.Get(li)
+	if err != nil {
+		return st, err
+	}
+	err = unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
+	return st, err
+}
+
+// Close closes every fd opened.
+func (d *DirFds) Close() {
+	for _, o := range d.fds {
+		if o.fd >= 0 {
+			unix.Close(o.fd)
+		}
+	}
+	d.fds = nil
+}
