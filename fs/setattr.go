@@ -63,6 +63,10 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		return errno
 	}
 	n.ofs.fillAttr(out, &st)
+	// The reply holds the attributes as they are now, so the kernel may keep them like
+	// a GETATTR's (go-fuse leaves a SETATTR reply's timeout at 0: every chmod, chown
+	// or utimes was followed by a GETATTR).
+	out.SetTimeout(kernelTimeout)
 	return 0
 }
 
