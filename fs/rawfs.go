@@ -2,6 +2,7 @@ package fs
 
 import (
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
 )
 
 // rawFS is go-fuse's node bridge with one change: directories are opened by the kernel
@@ -12,8 +13,73 @@ import (
 // directory instead of two. READDIR(PLUS) and FSYNCDIR arrive without a handle; each
 // gets a handle of its own for the length of the request, and the listing's offsets
 // (see dirHandle) carry what a handle would have kept between requests.
+//
+// It also takes over from the kernel the clearing of set-ID bits on write, truncate and
+// open with O_TRUNC (FUSE_HANDLE_KILLPRIV_V2, asked for in Mount): the kernel then stops
+// asking for security.capability before writes, one round trip each. The kernel marks
+// the requests whose caller lacks CAP_FSETID; the daemon has CAP_FSETID, so its own
+// write would keep the bits, and it clears them itself. (A file capability is dropped by
+// the upper filesystem on the daemon's write, chown and truncate, as for any writer.)
 type rawFS struct {
 	fuse.RawFileSystem
+}
+
+func (r rawFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
+	n, st := r.RawFileSystem.Write(cancel, in, data)
+	if st.Ok() && n > 0 && in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
+		r.killSuidgid(cancel, &in.InHeader)
+	}
+	return n, st
+}
+
+func (r rawFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
+	n, st := r.RawFileSystem.Writev(cancel, in, data)
+	if st.Ok() && n > 0 && in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
+		r.killSuidgid(cancel, &in.InHeader)
+	}
+	return n, st
+}
+
+func (r rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
+	st := r.RawFileSystem.SetAttr(cancel, in, out)
+	if st.Ok() && in.Valid&fuse.FATTR_KILL_SUIDGID != 0 && in.Valid&fuse.FATTR_MODE == 0 {
+		if mode, ok := r.killSuidgid(cancel, &in.InHeader); ok {
+			out.Mode = out.Mode&^07777 | mode
+		}
+	}
+	return st
+}
+
+func (r rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	st := r.RawFileSystem.Open(cancel, in, out)
+	if st.Ok() && in.Flags&unix.O_TRUNC != 0 && in.Mode&fuse.OPEN_KILL_SUIDGID != 0 {
+		r.killSuidgid(cancel, &in.InHeader)
+	}
+	return st
+}
+
+// killSuidgid clears the set-user-ID bit of node h.NodeId, and its set-group-ID bit when
+// it is group-executable (what the kernel clears on a write by a caller without
+// CAP_FSETID); it returns the mode it left when it changed it.
+func (r rawFS) killSuidgid(cancel <-chan struct{}, h *fuse.InHeader) (uint32, bool) {
+	var attr fuse.AttrOut
+	if !r.RawFileSystem.GetAttr(cancel, &fuse.GetAttrIn{InHeader: *h}, &attr).Ok() {
+		return 0, false
+	}
+	mode := attr.Mode & 07777
+	kill := uint32(unix.S_ISUID)
+	if mode&unix.S_IXGRP != 0 {
+		kill |= unix.S_ISGID
+	}
+	if mode&kill == 0 || attr.Mode&unix.S_IFMT != unix.S_IFREG {
+		return 0, false
+	}
+	set := fuse.SetAttrIn{SetAttrInCommon: fuse.SetAttrInCommon{InHeader: *h, Valid: fuse.FATTR_MODE, Mode: mode &^ kill}}
+	var out fuse.AttrOut
+	if !r.RawFileSystem.SetAttr(cancel, &set, &out).Ok() {
+		return 0, false
+	}
+	return mode &^ kill, true
 }
 
 func (r rawFS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
