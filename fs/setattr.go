@@ -65,7 +65,9 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	n.ofs.fillAttr(out, &st)
 	// The reply holds the attributes as they are now, so the kernel may keep them like
 	// a GETATTR's (go-fuse leaves a SETATTR reply's timeout at 0: every chmod, chown
-	// or utimes was followed by a GETATTR).
+	// or utimes was followed by a GETATTR). go-fuse puts the node's number into a
+	// GETATTR reply, not into this one: a copied-up object's real number is not its own.
+	out.Ino = n.StableAttr().Ino
 	out.SetTimeout(kernelTimeout)
 	return 0
 }
