@@ -97,7 +97,7 @@ func TestBinaryStartsLight(t *testing.T) {
 		}
 	}
 	t.Logf("package inits: %d bytes, %d allocations", bytes, allocs)
-	// 112 KB and 586 allocations when written (537 KB and about 6,400 before).
+	// 112 KB and 586 allocations when written (537 KB and 3,880 before).
 	if bytes == 0 || bytes > 200<<10 || allocs > 1500 {
 		t.Errorf("package inits allocate %d bytes in %d allocations; budget 200 KiB, 1500", bytes, allocs)
 	}
