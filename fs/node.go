@@ -268,17 +268,19 @@ func (n *node) newChild(ctx context.Context, e lookup.Entry) *gofs.Inode {
 }
 
 func (o *overlayFS) fillEntry(out *fuse.EntryOut, st *unix.Stat_t) {
-	out.Attr.FromStat(o.view(st))
+	v := o.view(st)
+	out.Attr.FromStat(&v)
 }
 
 func (o *overlayFS) fillAttr(out *fuse.AttrOut, st *unix.Stat_t) {
-	out.Attr.FromStat(o.view(st))
+	v := o.view(st)
+	out.Attr.FromStat(&v)
 }
 
 // view turns a layer's attributes into the merged view's: owners through the ID maps
 // or squashed (fuse-overlayfs's uidmapping=, squash_to_*), directories with nlink 1
-// under static_nlink.
-func (o *overlayFS) view(st *unix.Stat_t) *syscall.Stat_t {
+// under static_nlink. By value: a pointer made it a heap allocation per reply.
+func (o *overlayFS) view(st *unix.Stat_t) syscall.Stat_t {
 	out := toSyscallStat(st)
 	opts := &o.stack.Opts
 	out.Uid, out.Gid = opts.UIDMap.ToView(out.Uid), opts.GIDMap.ToView(out.Gid)
@@ -309,8 +311,8 @@ func (o *overlayFS) diskOwner(uid, gid int) (int, int) {
 	return uid, gid
 }
 
-func toSyscallStat(st *unix.Stat_t) *syscall.Stat_t {
-	return &syscall.Stat_t{
+func toSyscallStat(st *unix.Stat_t) syscall.Stat_t {
+	return syscall.Stat_t{
 		Dev: st.Dev, Ino: st.Ino, Nlink: st.Nlink, Mode: st.Mode, Uid: st.Uid, Gid: st.Gid,
 		Rdev: st.Rdev, Size: st.Size, Blksize: st.Blksize, Blocks: st.Blocks,
 		Atim: syscall.Timespec(st.Atim), Mtim: syscall.Timespec(st.Mtim), Ctim: syscall.Timespec(st.Ctim),
@@ -398,7 +400,8 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 		return nil, toErrno(err)
 	}
 	defer unix.Close(dirfd)
-	buf := make([]byte, 4096)
+	// Most targets are short; the buffer goes to the reply, one per call.
+	buf := make([]byte, 256)
 	for {
 		k, err := unix.Readlinkat(dirfd, name, buf)
 		if err != nil {

@@ -1,8 +1,10 @@
 package integration
 
 import (
+	"fmt"
 	"os"
 	"sort"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -195,6 +197,20 @@ func TestOperations(t *testing.T) {
 				r.ls("d")
 			}),
 			want: []string{"rename d d2: EXDEV"},
+		},
+		{
+			// Readlink reads into 256 bytes first and grows the buffer.
+			name:   "readlink of targets around the first read buffer's size",
+			lowers: []layer{base},
+			op: ops(func(r *rec) {
+				for _, n := range []int{255, 256, 257, 1000, 4095} {
+					s := fmt.Sprintf("s%d", n)
+					r.errno("symlink "+s, unix.Symlink(strings.Repeat("t", n), r.p(s)))
+					l, err := os.Readlink(r.p(s))
+					r.errno("readlink "+s, err)
+					r.val("readlink "+s+" is the target", l == strings.Repeat("t", n))
+				}
+			}),
 		},
 		{
 			name:   "symlink, readlink and link",
