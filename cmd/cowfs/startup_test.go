@@ -46,8 +46,10 @@ func TestEveryBuildUsesTheTags(t *testing.T) {
 }
 
 // TestBinaryStartsLight checks what the tags buy: the binary is static, leaves out
-// the packages whose init is slow (blackfriday, go-digest's regexps), and its package
-// inits allocate little (GODEBUG=inittrace=1 counts are deterministic, unlike times).
+// the packages whose init is slow (blackfriday, md2man), and its package inits allocate
+// little (GODEBUG=inittrace=1 counts are deterministic, unlike times). go-digest, the
+// project's chosen digest library, compiles its regexps at init (92 KB, 841 allocations,
+// about 1 ms on a quiet machine): kept, and budgeted for.
 func TestBinaryStartsLight(t *testing.T) {
 	bin := buildCowfs(t)
 	info, err := buildinfo.ReadFile(bin)
@@ -55,7 +57,7 @@ func TestBinaryStartsLight(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, d := range info.Deps {
-		for _, slow := range []string{"github.com/russross/blackfriday", "github.com/cpuguy83/go-md2man", "github.com/opencontainers/go-digest"} {
+		for _, slow := range []string{"github.com/russross/blackfriday", "github.com/cpuguy83/go-md2man"} {
 			if strings.HasPrefix(d.Path, slow) {
 				t.Errorf("the binary contains %s", d.Path)
 			}
@@ -92,13 +94,14 @@ func TestBinaryStartsLight(t *testing.T) {
 		}
 		bytes += b
 		allocs += a
-		if b > 64<<10 {
+		if b > 64<<10 && f[1] != "github.com/opencontainers/go-digest" {
 			t.Errorf("the init of %s allocates %d bytes", f[1], b)
 		}
 	}
 	t.Logf("package inits: %d bytes, %d allocations", bytes, allocs)
-	// 112 KB and 586 allocations when written (537 KB and 3,880 before).
-	if bytes == 0 || bytes > 200<<10 || allocs > 1500 {
-		t.Errorf("package inits allocate %d bytes in %d allocations; budget 200 KiB, 1500", bytes, allocs)
+	// 112 KB and 586 allocations when written without go-digest, 204 KB and 1,427 with it
+	// (537 KB and 3,880 with urfave/cli's docs).
+	if bytes == 0 || bytes > 256<<10 || allocs > 1800 {
+		t.Errorf("package inits allocate %d bytes in %d allocations; budget 256 KiB, 1800", bytes, allocs)
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cowfs/cowfs/internal/digest"
+	digest "github.com/opencontainers/go-digest"
 )
 
 // validContainerName is Docker's rule for container names, ^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$,

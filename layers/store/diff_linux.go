@@ -8,9 +8,9 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/cowfs/cowfs/internal/digest"
 	"github.com/cowfs/cowfs/internal/sysx"
 	"github.com/cowfs/cowfs/whiteout"
+	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 )
 

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cowfs/cowfs/internal/digest"
+	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 )
 

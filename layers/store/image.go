@@ -10,7 +10,7 @@ import (
 	"time"
 	"unicode"
 
-	"github.com/cowfs/cowfs/internal/digest"
+	digest "github.com/opencontainers/go-digest"
 )
 
 func sortedKeys[V any](m map[string]V) []string {

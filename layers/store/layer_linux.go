@@ -16,9 +16,9 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cowfs/cowfs/internal/digest"
 	"github.com/cowfs/cowfs/whiteout"
 	"github.com/klauspost/compress/zstd"
+	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 )
 

@@ -12,7 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"github.com/cowfs/cowfs/internal/digest"
+	digest "github.com/opencontainers/go-digest"
 )
 
 // OCI image layout names and media types (image-spec image-layout.md, media-types.md).

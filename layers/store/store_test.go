@@ -14,8 +14,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/cowfs/cowfs/internal/digest"
 	"github.com/klauspost/compress/zstd"
+	digest "github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 )
 
