@@ -181,9 +181,10 @@ var _ = (gofs.NodeCreater)((*node)(nil))
 
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	fd := -1
+	f := n.ofs.layerFlags(flags)
 	rel, errno := n.createUpper(ctx, name, false, true, func(dirfd int, nm string) error {
 		var err error
-		fd, err = unix.Openat(dirfd, nm, backingFlags(flags)|unix.O_CREAT|unix.O_EXCL, mode&0o7777)
+		fd, err = unix.Openat(dirfd, nm, f|unix.O_CREAT|unix.O_EXCL, mode&0o7777)
 		return err
 	})
 	if errno != 0 {
@@ -201,7 +202,9 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		return nil, nil, 0, errno
 	}
 	child := in.Operations().(*node)
-	return in, &handle{n: child, fd: fd, layer: layers.Upper, flags: backingFlags(flags)}, fuse.FOPEN_KEEP_CACHE, 0
+	h := &handle{n: child, fd: fd, layer: layers.Upper, flags: f}
+	child.admit(h) // a new node on the upper layer: always admitted
+	return in, h, fuse.FOPEN_KEEP_CACHE, 0
 }
 
 var _ = (gofs.NodeMkdirer)((*node)(nil))

@@ -20,6 +20,10 @@ type handle struct {
 	fd    int
 	layer int
 	flags int
+	// passthrough (set before the open is answered, then read-only): the kernel reads
+	// and writes the layer file itself (see passthrough.go); otherwise the handle counts
+	// in its node's cachedOpen until it is released.
+	passthrough bool
 }
 
 var (
@@ -31,6 +35,7 @@ var (
 	_ = (gofs.FileAllocater)((*handle)(nil))
 	_ = (gofs.FileLseeker)((*handle)(nil))
 	_ = (gofs.FileGetattrer)((*handle)(nil))
+	_ = (gofs.FilePassthroughFder)((*handle)(nil))
 )
 
 // backingFlags are the open flags passed to the layer file: no creation (done before),
@@ -39,6 +44,33 @@ var (
 func backingFlags(flags uint32) int {
 	f := int(flags) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY | unix.O_DIRECT | unix.O_TRUNC)
 	return f | unix.O_NOFOLLOW | unix.O_CLOEXEC
+}
+
+// layerFlags are backingFlags adjusted to the data path. With the writeback cache the
+// kernel reads pages to fill in partial writes, also through a file opened write-only
+// (so the layer file is opened read-write), and gives every write its offset, appends
+// included (so the layer file must not append on its own).
+func (o *overlayFS) layerFlags(flags uint32) int {
+	f := backingFlags(flags)
+	if o.data == dataWriteback {
+		f &^= unix.O_APPEND
+		if f&unix.O_ACCMODE == unix.O_WRONLY {
+			f = f&^unix.O_ACCMODE | unix.O_RDWR
+		}
+	}
+	return f
+}
+
+// openLayerFile opens name with the flags of layerFlags. Where the daemon may not read
+// the file (mode 0200, the daemon not root) it is opened write-only as asked: writes of
+// whole pages work, and a partial one fails as it would have to.
+func openLayerFile(dirfd int, name string, f int, mode uint32) (int, int, error) {
+	fd, err := unix.Openat(dirfd, name, f, mode)
+	if err == unix.EACCES && f&unix.O_ACCMODE == unix.O_RDWR && f&unix.O_CREAT == 0 {
+		f = f&^unix.O_ACCMODE | unix.O_WRONLY
+		fd, err = unix.Openat(dirfd, name, f, mode)
+	}
+	return fd, f, err
 }
 
 func wantsWrite(flags uint32) bool {
@@ -61,21 +93,62 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	if errno != 0 {
 		return nil, 0, errno
 	}
-	li := n.dataLayer() // a metacopy file's data is below its attributes
-	dirfd, name, err := n.ofs.stack.OpenParent(li, rel)
-	if err != nil {
-		return nil, 0, toErrno(err)
-	}
-	defer unix.Close(dirfd)
-	f := backingFlags(flags)
+	f := n.ofs.layerFlags(flags)
 	if int(flags)&unix.O_TRUNC != 0 {
 		f |= unix.O_TRUNC
 	}
-	fd, err := unix.Openat(dirfd, name, f, 0)
-	if err != nil {
-		return nil, 0, toErrno(err)
+	for {
+		li := n.dataLayer() // a metacopy file's data is below its attributes
+		dirfd, name, err := n.ofs.stack.OpenParent(li, rel)
+		if err != nil {
+			return nil, 0, toErrno(err)
+		}
+		fd, ff, err := openLayerFile(dirfd, name, f, 0)
+		unix.Close(dirfd)
+		if err != nil {
+			return nil, 0, toErrno(err)
+		}
+		h := &handle{n: n, fd: fd, layer: li, flags: ff}
+		if !n.admit(h) {
+			// Copied up since we looked: open the upper copy instead.
+			unix.Close(fd)
+			continue
+		}
+		return h, fuse.FOPEN_KEEP_CACHE, 0
 	}
-	return &handle{n: n, fd: fd, layer: li, flags: f}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+// admit decides whether h is passed through and counts it in its node, or reports false
+// when the node's data moved to another layer since h was opened (objects only move up, so the
+// caller's retry opens the upper copy). The kernel lets the files open on one inode be
+// either all passed through to one backing file or all go through the daemon: a file
+// on a lower layer goes through the daemon (it must move to the upper copy after a
+// copy-up), and so does every file opened while such a file is open; go-fuse gives
+// every later passthrough open of the node the backing file of the first, which is the
+// node's upper file (a node does not change its upper file while it owns its name).
+// Decided under n.mu together with the node's layer, so a copy-up that ends after a
+// lower file was counted sees it, and one that ends before makes the opener retry.
+func (n *node) admit(h *handle) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.layers[len(n.layers)-1] != h.layer { // dataLayer: the last for a file
+		return false
+	}
+	h.passthrough = n.ofs.passthrough.Load() && n.cachedOpen == 0 &&
+		(h.layer == layers.Upper || !n.ofs.stack.Writable)
+	if !h.passthrough {
+		n.cachedOpen++
+	}
+	return true
+}
+
+// PassthroughFd is asked by go-fuse once per open, when the node has no backing file
+// yet; the kernel then opens its own file on the same path with the opener's flags.
+func (h *handle) PassthroughFd() (int, bool) {
+	if !h.passthrough {
+		return -1, false
+	}
+	return h.fd, true
 }
 
 // readFd returns the fd to read from, moving a handle opened on a lower file to the
@@ -133,6 +206,11 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 	if h.fd >= 0 {
 		unix.Close(h.fd)
 		h.fd = -1
+		if !h.passthrough {
+			h.n.mu.Lock()
+			h.n.cachedOpen--
+			h.n.mu.Unlock()
+		}
 	}
 	return 0
 }

@@ -43,6 +43,11 @@ type overlayFS struct {
 	nextID atomic.Uint64
 	// listings are the directory snapshots readers are in the middle of.
 	listings listings
+	// data is the data path negotiated at INIT (passthrough.go); set before the mount.
+	data dataPath
+	// passthrough: backing files may be registered (set once the probe after the mount
+	// succeeded; until then files go through the daemon).
+	passthrough atomic.Bool
 }
 
 // Mounted is a live cowfs mount.
@@ -102,6 +107,14 @@ func Mount(opts layers.Options) (*Mounted, error) {
 	if opts.ReadOnly || !stack.Writable {
 		mo.Options = append(mo.Options, "ro")
 	}
+	tryPT, whyNot := choosePassthrough(stack)
+	setDataPath(&mo, tryPT)
+	switch {
+	case tryPT:
+		ofs.data = dataPassthrough
+	case mo.ExtraCapabilities&fuse.CAP_WRITEBACK_CACHE != 0:
+		ofs.data = dataWriteback
+	}
 	// A container rootfs needs device nodes and set-id programs to work, as on kernel
 	// overlayfs; go-fuse would default to nodev,nosuid. Only root may ask for them.
 	for _, f := range []struct {
@@ -148,6 +161,20 @@ func Mount(opts layers.Options) (*Mounted, error) {
 	if err != nil {
 		ofs.close()
 		return nil, fmt.Errorf("mount %q: %w", opts.Mountpoint, err)
+	}
+	if tryPT {
+		if err := probePassthrough(srv); err != nil {
+			ofs.data, whyNot = dataPlain, err.Error()
+		} else {
+			ofs.passthrough.Store(true)
+		}
+	}
+	if mo.Logger != nil {
+		if whyNot != "" {
+			mo.Logger.Printf("cowfs: data path %s (no passthrough: %s)", ofs.data, whyNot)
+		} else {
+			mo.Logger.Printf("cowfs: data path %s", ofs.data)
+		}
 	}
 	m := &Mounted{srv: srv, ofs: ofs, mnt: opts.Mountpoint, done: make(chan struct{})}
 	go func() {

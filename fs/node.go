@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"github.com/cowfs/cowfs/internal/sysx"
 	"github.com/cowfs/cowfs/layers"
@@ -50,6 +51,10 @@ type node struct {
 	// anonFd is then an fd of it, so it can be linked into place.
 	anon   bool
 	anonFd int
+
+	// cachedOpen (guarded by mu) counts the open files of this node that are not passed
+	// through (see handle.passthrough and admit in file.go).
+	cachedOpen int
 }
 
 func (n *node) getLayers() []int {
@@ -364,6 +369,9 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 		// Removed, but still open: answer from the open file or directory.
 		switch h := f.(type) {
 		case *handle:
+			// Not cached: with the writeback cache nothing else makes the kernel ask
+			// again, and the file may change through the name's new node (copy-up).
+			defer out.SetTimeout(time.Nanosecond)
 			return h.Getattr(ctx, out)
 		case *dirHandle:
 			st, err := h.fstat()

@@ -27,7 +27,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 		return nil, nil, 0, errno
 	}
 	defer unix.Close(up)
-	f := backingFlags(flags)&^unix.O_NOFOLLOW | unix.O_TMPFILE
+	f := n.ofs.layerFlags(flags)&^unix.O_NOFOLLOW | unix.O_TMPFILE
 	fd, err := unix.Openat(up, ".", f, mode&0o7777)
 	if err != nil {
 		return nil, nil, 0, toErrno(err)
@@ -55,7 +55,9 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	n.ofs.fillEntry(out, &st)
 	child := &node{ofs: n.ofs, layers: []int{layers.Upper}, anon: true, anonFd: anon}
 	in := n.NewInode(ctx, child, gofs.StableAttr{Mode: unix.S_IFREG, Ino: lookup.MapIno(n.ofs.stack, layers.Upper, st.Ino)})
-	return in, &handle{n: child, fd: fd, layer: layers.Upper, flags: f}, fuse.FOPEN_KEEP_CACHE, 0
+	h := &handle{n: in.Operations().(*node), fd: fd, layer: layers.Upper, flags: f}
+	h.n.admit(h)
+	return in, h, fuse.FOPEN_KEEP_CACHE, 0
 }
 
 // linkSource names node t for linkat: by parent fd and name, or, for an unnamed

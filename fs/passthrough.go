@@ -1,0 +1,149 @@
+package fs
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/cowfs/cowfs/layers"
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"golang.org/x/sys/unix"
+)
+
+// The data path: how file contents travel between a process and a layer file.
+//
+//   - passthrough: the kernel reads and writes the upper file itself (FUSE passthrough,
+//     Linux 6.9+, needs CAP_SYS_ADMIN in the initial user namespace). Only files open on
+//     their upper copy are passed through (and every file of a read-only mount, which
+//     never copies up): the kernel fixes one backing file per inode for as long as a
+//     passthrough file is open on it, and a read-only fd open on a lower file must move
+//     to the upper copy after a copy-up (kernel ovl_real_fdget), which a backing file
+//     cannot do. Lower files are read through the daemon into the page cache.
+//   - writeback: the kernel keeps written pages in its cache and sends them in large
+//     writes later (FUSE writeback cache); it then owns size and mtime, and O_APPEND.
+//     The kernel refuses passthrough on a connection with writeback cache, so this is
+//     the data path when passthrough is not allowed.
+//   - plain: every write goes to the daemon (write-through); only when the passthrough
+//     probe fails after the mount (the INIT reply cannot be taken back).
+type dataPath int
+
+const (
+	dataPlain dataPath = iota
+	dataWriteback
+	dataPassthrough
+)
+
+func (d dataPath) String() string {
+	return [...]string{"plain", "writeback", "passthrough"}[d]
+}
+
+// DataPathEnv forces a data path ("passthrough", "writeback", "plain") for tests and
+// measurements; passthrough still needs the privileges.
+const DataPathEnv = "COWFS_DATAPATH"
+
+// Filesystem types that stack on another filesystem (their s_stack_depth is at least 1):
+// a backing file on them exceeds the kernel's stacking limit for a FUSE passthrough mount.
+const (
+	overlayfsMagic = 0x794c7630
+	fuseMagic      = 0x65735546
+	ecryptfsMagic  = 0xf15f
+)
+
+// choosePassthrough says whether the mount should try passthrough, and if not, why.
+func choosePassthrough(stack *layers.Stack) (bool, string) {
+	switch os.Getenv(DataPathEnv) {
+	case "writeback", "plain":
+		return false, DataPathEnv + "=" + os.Getenv(DataPathEnv)
+	}
+	if os.Geteuid() != 0 {
+		return false, "not root"
+	}
+	if !initialUserNS() {
+		return false, "in a user namespace"
+	}
+	if !kernelAtLeast(6, 9) {
+		return false, "kernel older than 6.9"
+	}
+	// The files passed through: the upper's, or on a read-only mount every layer's.
+	check := []int{layers.Upper}
+	if !stack.Writable {
+		check = check[:0]
+		for i := range stack.Layers {
+			check = append(check, i)
+		}
+	}
+	for _, li := range check {
+		var st unix.Statfs_t
+		if err := unix.Fstatfs(stack.Layers[li].Root, &st); err != nil {
+			return false, fmt.Sprintf("statfs layer %d: %v", li, err)
+		}
+		switch st.Type {
+		case overlayfsMagic, fuseMagic, ecryptfsMagic:
+			return false, fmt.Sprintf("layer %d is on a stacked filesystem (type %#x)", li, st.Type)
+		}
+	}
+	return true, ""
+}
+
+// initialUserNS reports whether the process runs in the initial user namespace, where
+// root's capabilities are real (the kernel's check for passthrough is capable()).
+func initialUserNS() bool {
+	b, err := os.ReadFile("/proc/self/uid_map")
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b))
+	return len(f) == 3 && f[0] == "0" && f[1] == "0" && f[2] == "4294967295"
+}
+
+func kernelAtLeast(major, minor int) bool {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return false
+	}
+	rel := string(u.Release[:bytes.IndexByte(u.Release[:], 0)])
+	parts := strings.SplitN(rel, ".", 3)
+	if len(parts) < 2 {
+		return false
+	}
+	ma, err1 := strconv.Atoi(parts[0])
+	mi, err2 := strconv.Atoi(strings.TrimFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' }))
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return ma > major || ma == major && mi >= minor
+}
+
+// setDataPath sets the INIT capabilities for the chosen data path.
+func setDataPath(mo *fuse.MountOptions, passthrough bool) {
+	if passthrough {
+		return // go-fuse asks for CAP_PASSTHROUGH itself
+	}
+	mo.DisabledCapabilities |= fuse.CAP_PASSTHROUGH
+	if os.Getenv(DataPathEnv) != "plain" {
+		mo.ExtraCapabilities |= fuse.CAP_WRITEBACK_CACHE
+	}
+}
+
+// probePassthrough checks, once the mount is up, that the kernel registers a backing
+// file: it granted passthrough in INIT and lets this process use it. The probe file is
+// a memfd (a regular file on a filesystem that does not stack; the layers were checked
+// for stacking before the mount).
+func probePassthrough(srv *fuse.Server) error {
+	if srv.KernelSettings().Flags64()&fuse.CAP_PASSTHROUGH == 0 {
+		return fmt.Errorf("the kernel does not offer it")
+	}
+	fd, err := unix.MemfdCreate("cowfs-passthrough-probe", unix.MFD_CLOEXEC)
+	if err != nil {
+		return fmt.Errorf("probe file: %w", err)
+	}
+	defer unix.Close(fd)
+	id, errno := srv.RegisterBackingFd(&fuse.BackingMap{Fd: int32(fd)})
+	if errno != 0 {
+		return fmt.Errorf("register a backing file: %w", errno)
+	}
+	srv.UnregisterBackingFd(id)
+	return nil
+}

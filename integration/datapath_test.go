@@ -1,0 +1,377 @@
+package integration
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// dataPaths are the ways file data can travel (fs/passthrough.go), forced with
+// COWFS_DATAPATH; without privileges "passthrough" falls back to plain.
+var dataPaths = []string{"passthrough", "writeback", "plain"}
+
+// upperOf is the upper directory of the test mount whose merged view is mnt
+// (newTestMountOpts's layout).
+func upperOf(mnt string) string { return filepath.Join(filepath.Dir(mnt), "upperfs", "upper") }
+
+// fdRec records reads and writes through fds, one result line each.
+type fdRec struct{ r *rec }
+
+func (f fdRec) open(label, path string, flags int) int {
+	fd, err := unix.Open(f.r.p(path), flags|unix.O_CLOEXEC, 0o644)
+	f.r.errno("open "+label, err)
+	return fd
+}
+
+func (f fdRec) pwrite(label string, fd int, off int64, data string) {
+	n, err := unix.Pwrite(fd, []byte(data), off)
+	f.r.val("pwrite "+label, fmt.Sprintf("%d %s", n, errnoString(err)))
+}
+
+func (f fdRec) write(label string, fd int, data string) {
+	n, err := unix.Write(fd, []byte(data))
+	f.r.val("write "+label, fmt.Sprintf("%d %s", n, errnoString(err)))
+}
+
+func (f fdRec) pread(label string, fd int) {
+	buf := make([]byte, 1<<16)
+	n, err := unix.Pread(fd, buf, 0)
+	if err != nil {
+		f.r.errno("pread "+label, err)
+		return
+	}
+	f.r.val("pread "+label, fmt.Sprintf("%q", buf[:n]))
+}
+
+func (f fdRec) fstatSize(label string, fd int) {
+	var st unix.Stat_t
+	err := unix.Fstat(fd, &st)
+	f.r.val("fstat size "+label, fmt.Sprintf("%d %s", st.Size, errnoString(err)))
+}
+
+func (f fdRec) close(fds ...int) {
+	for _, fd := range fds {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+	}
+}
+
+// TestDataPath runs the file data cases on kernel overlayfs and on cowfs with each
+// data path: passthrough (root only), the writeback cache, and plain writes. The
+// runner checks that the lower layers are unchanged after every case.
+func TestDataPath(t *testing.T) {
+	const ten = "0123456789"
+	big := strings.Repeat("abcdefgh", 2048) // 16 KiB: more than one page
+	base := []behaviourCase{
+		{
+			name:   "a read-only fd open on a lower file during a copy-up by another fd reads the writes made after it, and so does a new fd",
+			lowers: []layer{{"d/f": file(ten)}},
+			op: ops(func(r *rec) {
+				f := fdRec{r}
+				ro := f.open("ro", "d/f", unix.O_RDONLY)
+				f.pread("ro before", ro)
+				rw := f.open("rw", "d/f", unix.O_RDWR) // copies up
+				f.pwrite("rw", rw, 2, "XY")
+				f.pread("ro after write", ro)
+				ro2 := f.open("ro2", "d/f", unix.O_RDONLY)
+				f.pread("ro2", ro2)
+				f.pwrite("rw past end", rw, 12, "Z")
+				f.pread("ro after extension", ro)
+				f.fstatSize("ro", ro)
+				f.close(rw)
+				rw2 := f.open("rw2", "d/f", unix.O_WRONLY)
+				f.pwrite("rw2", rw2, 0, "W")
+				f.close(rw2)
+				f.pread("ro at last", ro)
+				f.pread("ro2 at last", ro2)
+				f.close(ro, ro2)
+				r.read("d/f")
+			}),
+			want:       []string{`pread ro after write: "01XY456789"`, `pread ro at last: "W1XY456789\x00\x00Z"`},
+			checkUpper: upperIs("d/f", "file"),
+		},
+		{
+			name:   "once every fd is closed, new fds read and write the copied-up file",
+			lowers: []layer{{"f": file(ten)}},
+			op: ops(func(r *rec) {
+				f := fdRec{r}
+				ro := f.open("ro", "f", unix.O_RDONLY)
+				rw := f.open("rw", "f", unix.O_RDWR)
+				f.pwrite("rw", rw, 0, "A")
+				f.close(ro, rw)
+				rw = f.open("rw again", "f", unix.O_RDWR)
+				ro = f.open("ro again", "f", unix.O_RDONLY)
+				f.pwrite("rw again", rw, 1, "B")
+				f.pread("ro again", ro)
+				f.close(ro, rw)
+				r.read("f")
+			}),
+			want: []string{`pread ro again: "AB23456789"`},
+		},
+		{
+			name:   "a write-only open writes a few bytes into the middle of a lower file and keeps the rest",
+			lowers: []layer{{"f": file(big)}},
+			op: ops(func(r *rec) {
+				f := fdRec{r}
+				w := f.open("w", "f", unix.O_WRONLY)
+				f.pwrite("w", w, 4099, "XYZ")
+				f.close(w)
+				r.read("f")
+			}),
+		},
+		{
+			name:   "size and contents after writes show in stat and fstat before close",
+			lowers: []layer{{"f": file(ten)}},
+			op: ops(func(r *rec) {
+				f := fdRec{r}
+				var before unix.Stat_t
+				unix.Stat(r.p("f"), &before)
+				time.Sleep(20 * time.Millisecond)
+				w := f.open("w", "f", unix.O_WRONLY)
+				f.pwrite("w", w, 20, "tail")
+				f.fstatSize("w", w)
+				var st unix.Stat_t
+				r.errno("stat f", unix.Stat(r.p("f"), &st))
+				r.val("size", st.Size)
+				r.val("mtime moved", st.Mtim != before.Mtim)
+				f.close(w)
+				r.errno("stat f after close", unix.Stat(r.p("f"), &st))
+				r.val("size after close", st.Size)
+				r.val("mtime after close moved", st.Mtim != before.Mtim)
+			}),
+			want: []string{"size: 24", "mtime moved: true"},
+		},
+		{
+			name:   "O_APPEND writes through two open files interleave at the end",
+			lowers: []layer{{"log": file("start\n")}},
+			op: ops(func(r *rec) {
+				f := fdRec{r}
+				a := f.open("a", "log", unix.O_WRONLY|unix.O_APPEND)
+				b := f.open("b", "log", unix.O_WRONLY|unix.O_APPEND)
+				for i := 0; i < 3; i++ {
+					f.write("a", a, fmt.Sprintf("a%d\n", i))
+					f.write("b", b, fmt.Sprintf("b%d\n", i))
+				}
+				f.pwrite("a at 0 (appends anyway)", a, 0, "p\n")
+				f.close(a, b)
+				r.read("log")
+			}),
+			want: []string{`read log: "start\na0\nb0\na1\nb1\na2\nb2\np\n"`},
+		},
+		{
+			name:   "O_APPEND writes from two processes all land",
+			lowers: []layer{{"log": file("")}},
+			op: ops(func(r *rec) {
+				var cmds []*exec.Cmd
+				for _, who := range []string{"x", "y"} {
+					c := exec.Command("sh", "-c", `for i in 1 2 3 4 5 6 7 8 9 10; do echo `+who+`$i >> "$1"; done`, "sh", r.p("log"))
+					r.errno("start "+who, c.Start())
+					cmds = append(cmds, c)
+				}
+				for _, c := range cmds {
+					r.errno("wait", c.Wait())
+				}
+				b, err := os.ReadFile(r.p("log"))
+				r.errno("read log", err)
+				lines := strings.Split(strings.TrimSuffix(string(b), "\n"), "\n")
+				sort.Strings(lines)
+				r.val("lines", strings.Join(lines, " "))
+				// The order of the lines is the scheduler's: not for the snapshots.
+				r.errno("unlink log", unix.Unlink(r.p("log")))
+			}),
+			want: []string{"lines: x1 x10 x2 x3 x4 x5 x6 x7 x8 x9 y1 y10 y2 y3 y4 y5 y6 y7 y8 y9"},
+		},
+		{
+			name:   "after fsync the upper file holds the written data",
+			lowers: []layer{{"f": file(ten)}},
+			op: ops(func(r *rec) {
+				f := fdRec{r}
+				w := f.open("w", "f", unix.O_RDWR)
+				f.pwrite("w", w, 3, "sync")
+				r.errno("fsync", unix.Fsync(w))
+				b, err := os.ReadFile(filepath.Join(upperOf(r.mnt), "f"))
+				r.errno("read upper", err)
+				r.val("upper", fmt.Sprintf("%q", b))
+				f.close(w)
+			}),
+			want: []string{`upper: "012sync789"`},
+		},
+		{
+			name:   "a write shows through another name of an upper hard link",
+			lowers: []layer{{"f": file(ten)}},
+			op: ops(func(r *rec) {
+				f := fdRec{r}
+				r.errno("link", unix.Link(r.p("f"), r.p("g")))
+				w := f.open("w", "f", unix.O_WRONLY)
+				f.pwrite("w", w, 10, "more")
+				var st unix.Stat_t
+				r.errno("stat g", unix.Stat(r.p("g"), &st))
+				r.val("size of g", st.Size)
+				f.close(w)
+				r.read("g")
+				g := f.open("g", "g", unix.O_WRONLY|unix.O_APPEND)
+				f.write("g", g, "!")
+				f.close(g)
+				r.read("f")
+			}),
+			want: []string{"size of g: 14", `read g: "0123456789more"`, `read f: "0123456789more!"`},
+		},
+		{
+			name:   "truncate through the fd and through the name, with writes between",
+			lowers: []layer{{"f": file(big)}},
+			op: ops(func(r *rec) {
+				f := fdRec{r}
+				w := f.open("w", "f", unix.O_RDWR)
+				f.pwrite("w", w, 100, "hello")
+				r.errno("ftruncate 102", unix.Ftruncate(w, 102))
+				f.pread("w", w)
+				r.errno("truncate 4", unix.Truncate(r.p("f"), 4))
+				f.fstatSize("w", w)
+				f.pwrite("w past end", w, 6, "x")
+				f.pread("w again", w)
+				f.close(w)
+				r.read("f")
+			}),
+		},
+		{
+			name:   "a new file written, read through another fd and appended to",
+			lowers: []layer{{"d/keep": file("k")}},
+			op: ops(func(r *rec) {
+				f := fdRec{r}
+				w := f.open("create", "d/new", unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL)
+				f.write("w", w, big)
+				ro := f.open("ro", "d/new", unix.O_RDONLY)
+				f.fstatSize("ro", ro)
+				a := f.open("append", "d/new", unix.O_WRONLY|unix.O_APPEND)
+				f.write("a", a, "END")
+				f.pwrite("w in the middle", w, 8190, "MID")
+				f.close(w, a)
+				buf := make([]byte, 1<<16)
+				n, err := unix.Pread(ro, buf, 0)
+				r.errno("pread ro", err)
+				r.val("ro size", n)
+				r.val("ro tail", fmt.Sprintf("%q", buf[n-5:n]))
+				r.val("ro middle", fmt.Sprintf("%q", buf[8188:8195]))
+				f.close(ro)
+			}),
+			want: []string{"ro size: 16387", `ro tail: "ghEND"`},
+		},
+		{
+			name:   "a shared mapping of a copied-up file writes what read sees",
+			lowers: []layer{{"f": file(big)}},
+			op: ops(func(r *rec) {
+				f := fdRec{r}
+				fd := f.open("rw", "f", unix.O_RDWR)
+				m, err := unix.Mmap(fd, 0, 8192, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+				r.errno("mmap", err)
+				if err == nil {
+					copy(m[4094:], "MAPPED")
+					r.errno("msync", unix.Msync(m, unix.MS_SYNC))
+					unix.Munmap(m)
+				}
+				f.close(fd)
+				b, _ := os.ReadFile(r.p("f"))
+				r.val("mapped bytes", fmt.Sprintf("%q", b[4090:4104]))
+				r.val("unchanged after", bytes.Equal(b[4100:], []byte(big)[4100:]))
+			}),
+			want: []string{"unchanged after: true"},
+		},
+	}
+	var cases []behaviourCase
+	for _, dp := range dataPaths {
+		for _, c := range base {
+			c.name = fmt.Sprintf("%s (%s)", c.name, dp)
+			c.opts.env = []string{"COWFS_DATAPATH=" + dp}
+			cases = append(cases, c)
+		}
+	}
+	runCases(t, cases)
+}
+
+// TestDataPathChosen checks which data path the daemon reports under -d: passthrough
+// as root in the initial user namespace, the writeback cache when asked (or
+// without privileges).
+func TestDataPathChosen(t *testing.T) {
+	requireMounts(t)
+	for _, c := range []struct{ env, want string }{
+		{"", "data path passthrough"},
+		{"COWFS_DATAPATH=writeback", "data path writeback"},
+		{"COWFS_DATAPATH=plain", "data path plain"},
+	} {
+		t.Run(c.want, func(t *testing.T) {
+			if c.env == "" && os.Geteuid() != 0 {
+				t.Skip("passthrough needs root")
+			}
+			root := t.TempDir()
+			for _, d := range []string{"l", "u", "w", "m"} {
+				if err := os.Mkdir(filepath.Join(root, d), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			mnt := filepath.Join(root, "m")
+			logPath := filepath.Join(root, "daemon.log")
+			logf, err := os.Create(logPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer logf.Close()
+			cmd := exec.Command(fuseProg, "-f", "-d", "-o", fmt.Sprintf("lowerdir=%s/l,upperdir=%s/u,workdir=%s/w", root, root, root), mnt)
+			cmd.Env = append(os.Environ(), c.env)
+			cmd.Stderr = logf
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan struct{}) // closed when the daemon has exited
+			go func() { cmd.Wait(); close(done) }()
+			t.Cleanup(func() {
+				if isMountpoint(mnt) {
+					exec.Command("fusermount3", "-u", mnt).Run()
+				}
+				select {
+				case <-done:
+				case <-time.After(10 * time.Second):
+					cmd.Process.Kill()
+					<-done
+				}
+			})
+			deadline := time.Now().Add(10 * time.Second)
+			for !isMountpoint(mnt) {
+				if time.Now().After(deadline) {
+					t.Fatalf("not mounted within 10s:\n%s", firstLines(readLog(logPath), 20))
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if err := os.WriteFile(filepath.Join(mnt, "f"), []byte("x"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if out, err := exec.Command("fusermount3", "-u", mnt).CombinedOutput(); err != nil {
+				t.Fatalf("unmount: %v %s", err, out)
+			}
+			select {
+			case <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatalf("daemon did not exit after unmount:\n%s", firstLines(readLog(logPath), 20))
+			}
+			if log := readLog(logPath); !strings.Contains(log, c.want) {
+				t.Errorf("daemon log lacks %q:\n%s", c.want, firstLines(log, 20))
+			}
+		})
+	}
+}
+
+func firstLines(s string, n int) string {
+	l := strings.SplitN(s, "\n", n+1)
+	if len(l) > n {
+		l = l[:n]
+	}
+	return strings.Join(l, "\n")
+}
