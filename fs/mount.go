@@ -169,6 +169,9 @@ func Mount(opts layers.Options) (*Mounted, error) {
 			ofs.passthrough.Store(true)
 		}
 	}
+	if err := raiseReadahead(opts.Mountpoint, mo.MaxWrite); err != nil && mo.Logger != nil {
+		mo.Logger.Printf("cowfs: readahead stays at the kernel's default: %v", err)
+	}
 	if mo.Logger != nil {
 		if whyNot != "" {
 			mo.Logger.Printf("cowfs: data path %s (no passthrough: %s)", ofs.data, whyNot)
