@@ -156,10 +156,47 @@ func raiseReadahead(mnt string, maxRead int) error {
 	if os.Geteuid() != 0 {
 		return nil
 	}
-	var st unix.Stat_t
-	if err := unix.Stat(mnt, &st); err != nil {
+	dev, err := mountDev(mnt)
+	if err != nil {
 		return err
 	}
-	p := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
+	p := fmt.Sprintf("/sys/class/bdi/%s/read_ahead_kb", dev)
 	return os.WriteFile(p, []byte(strconv.Itoa(maxRead>>10)), 0)
+}
+
+// mountDev is the "major:minor" of the filesystem mounted at mnt, read from
+// /proc/self/mountinfo. Never a stat of the mount: a request from the daemon to its own
+// mount is a trap (killed while it waits, the daemon can never exit; see mount).
+func mountDev(mnt string) (string, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	dev := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && unescapeMountinfo(f[4]) == mnt {
+			dev = f[2] // the last match is the topmost mount
+		}
+	}
+	if dev == "" {
+		return "", fmt.Errorf("%s is not in /proc/self/mountinfo", mnt)
+	}
+	return dev, nil
+}
+
+// unescapeMountinfo undoes mountinfo's octal escapes (\040 for a space, ...).
+func unescapeMountinfo(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
 }
