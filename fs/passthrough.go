@@ -119,6 +119,10 @@ func kernelAtLeast(major, minor int) bool {
 // setDataPath sets the INIT capabilities for the chosen data path.
 func setDataPath(mo *fuse.MountOptions, passthrough bool) {
 	if passthrough {
+		// Writes to a passed-through file never reach the daemon, so it could not
+		// clear set-ID bits for the kernel: the kernel keeps that job (and asks for
+		// security.capability before writes).
+		mo.ExtraCapabilities &^= fuse.CAP_HANDLE_KILLPRIV_V2
 		return // go-fuse asks for CAP_PASSTHROUGH itself
 	}
 	mo.DisabledCapabilities |= fuse.CAP_PASSTHROUGH
