@@ -493,6 +493,12 @@ func startForeground(t *testing.T, bin string, d testDirs) (*exec.Cmd, <-chan er
 			t.Fatal("cowfs -f did not mount within 10 s")
 		}
 	}
+	// The mount shows in /proc/mounts before the daemon has answered the kernel's INIT;
+	// a stat of the root waits for that answer. (An unmount before it makes the mount
+	// fail, and cowfs -f exit 1: seen once under load.)
+	if _, err := os.Stat(d.mnt); err != nil {
+		t.Fatalf("stat %s: %v", d.mnt, err)
+	}
 	return cmd, exited
 }
 
