@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/cowfs/cowfs/internal/sysx"
 	"github.com/cowfs/cowfs/layers"
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"golang.org/x/sys/unix"
@@ -179,7 +180,7 @@ func mountDev(mnt string) (string, error) {
 	dev := ""
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
-		if len(f) > 4 && unescapeMountinfo(f[4]) == mnt {
+		if len(f) > 4 && sysx.UnescapeMountinfo(f[4]) == mnt {
 			dev = f[2] // the last match is the topmost mount
 		}
 	}
@@ -187,20 +188,4 @@ func mountDev(mnt string) (string, error) {
 		return "", fmt.Errorf("%s is not in /proc/self/mountinfo", mnt)
 	}
 	return dev, nil
-}
-
-// unescapeMountinfo undoes mountinfo's octal escapes (\040 for a space, ...).
-func unescapeMountinfo(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

@@ -26,18 +26,21 @@ type rawFS struct {
 
 func (r rawFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
 	n, st := r.RawFileSystem.Write(cancel, in, data)
-	if st.Ok() && n > 0 && in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
-		r.killSuidgid(cancel, &in.InHeader)
-	}
+	r.wrote(cancel, in, n, st)
 	return n, st
 }
 
 func (r rawFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
 	n, st := r.RawFileSystem.Writev(cancel, in, data)
+	r.wrote(cancel, in, n, st)
+	return n, st
+}
+
+// wrote clears set-ID bits after a write the kernel marked for it.
+func (r rawFS) wrote(cancel <-chan struct{}, in *fuse.WriteIn, n uint32, st fuse.Status) {
 	if st.Ok() && n > 0 && in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0 {
 		r.killSuidgid(cancel, &in.InHeader)
 	}
-	return n, st
 }
 
 func (r rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {

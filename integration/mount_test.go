@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cowfs/cowfs/internal/sysx"
 	"golang.org/x/sys/unix"
 )
 
@@ -284,29 +285,11 @@ func isMountpoint(dir string) bool {
 	s := bufio.NewScanner(f)
 	for s.Scan() {
 		fields := strings.Fields(s.Text())
-		if len(fields) > 4 && unescapeMountinfo(fields[4]) == dir {
+		if len(fields) > 4 && sysx.UnescapeMountinfo(fields[4]) == dir {
 			return true
 		}
 	}
 	return false
-}
-
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // daemonPids finds the daemonized FUSE program serving dir by its command

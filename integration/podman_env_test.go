@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cowfs/cowfs/internal/sysx"
 	"golang.org/x/sys/unix"
 )
 
@@ -287,7 +288,7 @@ func mountsUnder(dir string) []string {
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
 		if len(f) > 4 {
-			if m := unescapeMountinfo(f[4]); strings.HasPrefix(m, dir+"/") {
+			if m := sysx.UnescapeMountinfo(f[4]); strings.HasPrefix(m, dir+"/") {
 				mnts = append(mnts, m)
 			}
 		}

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/cowfs/cowfs/internal/sysx"
 )
 
 // describeProc says what each thread of process pid is doing (state, kernel wait channel,
@@ -55,7 +57,7 @@ func heldElsewhere(pid int) (holder int, dev string, ok bool) {
 		}
 		for _, line := range strings.Split(string(mi), "\n") {
 			f := strings.Fields(line)
-			if len(f) > 4 && unescapeMountinfo(f[4]) == dir && strings.Contains(line, " - fuse") {
+			if len(f) > 4 && sysx.UnescapeMountinfo(f[4]) == dir && strings.Contains(line, " - fuse") {
 				h, _ := strconv.Atoi(filepath.Base(p))
 				return h, f[2], true
 			}

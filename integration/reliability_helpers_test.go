@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cowfs/cowfs/internal/sysx"
 	"golang.org/x/sys/unix"
 )
 
@@ -256,7 +257,7 @@ func mountDev(dir string) (major, minor uint32, ok bool) {
 	s := bufio.NewScanner(f)
 	for s.Scan() {
 		fields := strings.Fields(s.Text())
-		if len(fields) > 4 && unescapeMountinfo(fields[4]) == dir {
+		if len(fields) > 4 && sysx.UnescapeMountinfo(fields[4]) == dir {
 			if _, err := fmt.Sscanf(fields[2], "%d:%d", &major, &minor); err == nil {
 				ok = true // the last (topmost) mount wins
 			}

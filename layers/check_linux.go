@@ -4,9 +4,9 @@ import (
 	"bufio"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 
+	"github.com/cowfs/cowfs/internal/sysx"
 	"golang.org/x/sys/unix"
 )
 
@@ -46,7 +46,7 @@ func isMountpoint(path string) (bool, error) {
 		if len(fields) < 5 {
 			continue
 		}
-		if unescapeMountinfo(fields[4]) == path {
+		if sysx.UnescapeMountinfo(fields[4]) == path {
 			return true, nil
 		}
 	}
@@ -54,24 +54,4 @@ func isMountpoint(path string) (bool, error) {
 		return false, fmt.Errorf("reading the mount table: %w", err)
 	}
 	return false, nil
-}
-
-// unescapeMountinfo undoes the kernel's octal escapes (\040 for a space, \011,
-// \012, \134) in a mountinfo path (fs/proc_namespace.c, mangle()).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

@@ -233,12 +233,6 @@ func TestCheckAcceptsAReadOnlyUpperWhenMountingReadOnly(t *testing.T) {
 	}
 }
 
-func TestUnescapeMountinfo(t *testing.T) {
-	if got, want := unescapeMountinfo(`/a\040b\011c\012d\134e\`), "/a b\tc\nd\\e\\"; got != want {
-		t.Errorf("unescapeMountinfo = %q, want %q", got, want)
-	}
-}
-
 func writeFile(t *testing.T, path string) string {
 	t.Helper()
 	if err := os.WriteFile(path, []byte("x"), 0o644); err != nil {
