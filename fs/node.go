@@ -349,6 +349,9 @@ func (n *node) lookupIn(ctx context.Context, fds *lookup.DirFds, rel, name strin
 	} else if st, err = fds.Stat(e.Layers[0], name); err != nil {
 		return nil, toErrno(err)
 	}
+	if dirfd, err := fds.Get(e.Layers[0]); err == nil {
+		n.ofs.stack.ApplyOverride(e.Layers[0], dirfd, name, &st) // xattr_permissions, as statIn
+	}
 	crel := sysx.Join(rel, name)
 	n.ofs.fixAttr(&st, e.Layers)
 	n.ofs.metacopyBlocks(&st, e.Layers, crel)
