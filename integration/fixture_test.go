@@ -136,16 +136,13 @@ func capability() string {
 	return string(b)
 }
 
-// writeLayer writes l into dir. With native set (kernel mounts) the OCI forms
-// .wh.NAME and .wh..wh..opq become the kernel's char 0/0 whiteout and opaque
-// xattr, so both filesystems are given the same logical layer.
-func writeLayer(t testing.TB, dir string, l layer, native bool) {
-	t.Helper()
+// orderedPaths are l's paths in the order they can be made: parents before children,
+// hard links after everything they may point to.
+func (l layer) orderedPaths() []string {
 	paths := make([]string, 0, len(l))
 	for p := range l {
 		paths = append(paths, p)
 	}
-	// Parents before children; hard links after everything they may point to.
 	sort.Slice(paths, func(i, j int) bool {
 		hi, hj := l[paths[i]].kind == kindHardlink, l[paths[j]].kind == kindHardlink
 		if hi != hj {
@@ -153,6 +150,15 @@ func writeLayer(t testing.TB, dir string, l layer, native bool) {
 		}
 		return paths[i] < paths[j]
 	})
+	return paths
+}
+
+// writeLayer writes l into dir. With native set (kernel mounts) the OCI forms
+// .wh.NAME and .wh..wh..opq become the kernel's char 0/0 whiteout and opaque
+// xattr, so both filesystems are given the same logical layer.
+func writeLayer(t testing.TB, dir string, l layer, native bool) {
+	t.Helper()
+	paths := l.orderedPaths()
 	var touched []string
 	for _, p := range paths {
 		e := l[p]

@@ -301,17 +301,7 @@ func mountsUnder(dir string) []string {
 // (for a RUN step of a Containerfile): files, directories, links, modes and
 // owners; a whiteout becomes rm -rf, an opaque directory rm -rf and mkdir.
 func layerScript(l layer) string {
-	paths := make([]string, 0, len(l))
-	for p := range l {
-		paths = append(paths, p)
-	}
-	sort.Slice(paths, func(i, j int) bool {
-		hi, hj := l[paths[i]].kind == kindHardlink, l[paths[j]].kind == kindHardlink
-		if hi != hj {
-			return hj
-		}
-		return paths[i] < paths[j]
-	})
+	paths := l.orderedPaths()
 	var b strings.Builder
 	b.WriteString("set -eu\n")
 	for _, p := range paths {
