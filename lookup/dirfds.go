@@ -1,7 +1,10 @@
 package lookup
 
 import (
+	"fmt"
+
 	"github.com/cowfs/cowfs/layers"
+	"github.com/cowfs/cowfs/whiteout"
 	"golang.org/x/sys/unix"
 )
 
@@ -18,6 +21,9 @@ type DirFds struct {
 type openDir struct {
 	fd  int
 	err error
+	// marks are the directory's own markers in this layer, once read (see Marks).
+	marks     whiteout.DirMarks
+	marksRead bool
 }
 
 // NewDirFds prepares fds for the directory rel (relative to every layer root).
@@ -38,8 +44,27 @@ func (d *DirFds) Get(li int) (int, error) {
 	if err != nil {
 		fd = -1
 	}
-	d.fds[li] = openDir{fd, err}
+	d.fds[li] = openDir{fd: fd, err: err}
 	return fd, err
+}
+
+// Marks reads the markers of the directory's copy in layer li (opened already) once per
+// DirFds: every empty regular file found in it needs them (an xattr whiteout is one), and
+// a READDIRPLUS looks up all its names through one DirFds.
+func (d *DirFds) Marks(li int) (whiteout.DirMarks, error) {
+	o, ok := d.fds[li]
+	if !ok || o.err != nil {
+		return whiteout.DirMarks{}, fmt.Errorf("layer %d %q: not open", li, d.rel)
+	}
+	if !o.marksRead {
+		m, err := whiteout.ReadDirMarks(o.fd, "")
+		if err != nil {
+			return m, err
+		}
+		o.marks, o.marksRead = m, true
+		d.fds[li] = o
+	}
+	return o.marks, nil
 }
 
 // Stat lstat()s name in the directory's copy in layer li.

@@ -84,14 +84,17 @@ func (r *Resolver) LookupIn(fds *DirFds, dir Dir, name string) (Entry, error) {
 	if whiteout.IsInternalName(name) {
 		return Entry{}, ErrNotExist
 	}
-	if e, ok := r.cache.get(dir, name); ok {
-		if e.Layers == nil {
-			return Entry{}, ErrNotExist
+	cache := worthCaching(dir)
+	if cache {
+		if e, ok := r.cache.get(dir, name); ok {
+			if e.Layers == nil {
+				return Entry{}, ErrNotExist
+			}
+			return e, nil
 		}
-		return e, nil
 	}
 	e, err := r.resolve(fds, dir.Layers, name)
-	if err == nil || errors.Is(err, ErrNotExist) {
+	if cache && (err == nil || errors.Is(err, ErrNotExist)) {
 		c := e
 		c.Stat = nil // attributes change without a change of the directory
 		r.cache.set(dir, name, c)
@@ -124,7 +127,7 @@ func (r *Resolver) resolve(fds *DirFds, dirLayers []int, name string) (Entry, er
 			}
 			return Entry{}, fmt.Errorf("layer %d %q: %w", li, rel, err)
 		}
-		found, st, err := r.statIn(dirfd, name)
+		found, st, err := r.statIn(fds, li, dirfd, name)
 		if err != nil {
 			return Entry{}, fmt.Errorf("layer %d %q: %w", li, name, err)
 		}
@@ -172,6 +175,9 @@ func (r *Resolver) resolve(fds *DirFds, dirLayers []int, name string) (Entry, er
 			dirIno = r.mapIno(li, st.Ino)
 		}
 		e.Layers = append(e.Layers, li)
+		if li == dirLayers[len(dirLayers)-1] {
+			break // nothing below for an opaque marker to hide
+		}
 		marks, err := whiteout.ReadDirMarks(dirfd, name)
 		if err != nil {
 			return Entry{}, fmt.Errorf("layer %d %q: %w", li, name, err)
@@ -199,8 +205,9 @@ const (
 	whitedOut
 )
 
-// statIn looks at name in one layer's directory, recognising every whiteout format.
-func (r *Resolver) statIn(dirfd int, name string) (presence, unix.Stat_t, error) {
+// statIn looks at name in layer li's copy of the directory (dirfd, opened through fds),
+// recognising every whiteout format.
+func (r *Resolver) statIn(fds *DirFds, li, dirfd int, name string) (presence, unix.Stat_t, error) {
 	var st unix.Stat_t
 	err := unix.Fstatat(dirfd, name, &st, unix.AT_SYMLINK_NOFOLLOW)
 	switch {
@@ -209,7 +216,7 @@ func (r *Resolver) statIn(dirfd int, name string) (presence, unix.Stat_t, error)
 			return whitedOut, st, nil
 		}
 		if st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0 {
-			marks, err := whiteout.ReadDirMarks(dirfd, "")
+			marks, err := fds.Marks(li)
 			if err == nil && marks.XattrWhiteouts && whiteout.IsXattrWhiteout(dirfd, name) {
 				return whitedOut, st, nil
 			}
@@ -281,7 +288,7 @@ func (r *Resolver) findData(fds *DirFds, dirLayers []int, above int, name string
 			}
 			return 0, fmt.Errorf("layer %d %q: %w", li, rel, err)
 		}
-		found, st, err := r.statIn(dirfd, name)
+		found, st, err := r.statIn(fds, li, dirfd, name)
 		if err == nil && found == present && st.Mode&unix.S_IFMT == unix.S_IFREG {
 			var mc bool
 			mc, err = r.isMetacopy(li, dirfd, name)

@@ -101,20 +101,31 @@ func ProcPath(fd int, name string) string {
 // Getxattr reads attribute attr of entry name in directory dirfd without following a
 // symlink at name ("" means the directory itself).
 func Getxattr(dirfd int, name, attr string) ([]byte, error) {
+	if useXattrAt(name) {
+		v, err := readGrowing(func(dest []byte) (int, error) { return getxattrat(dirfd, name, attr, dest) })
+		if !fellBack(err) {
+			return v, err
+		}
+	}
 	p := ProcPath(dirfd, name)
+	return readGrowing(func(dest []byte) (int, error) {
+		if name == "" {
+			return unix.Getxattr(p, attr, dest)
+		}
+		return unix.Lgetxattr(p, attr, dest)
+	})
+}
+
+// readGrowing calls read with a buffer of 256 bytes, then, while read says ERANGE, with
+// one of the size read(nil) reports (plus one, to tell a value that grew in between).
+func readGrowing(read func(dest []byte) (int, error)) ([]byte, error) {
 	buf := make([]byte, 256)
 	for {
-		var n int
-		var err error
-		if name == "" {
-			n, err = unix.Getxattr(p, attr, buf)
-		} else {
-			n, err = unix.Lgetxattr(p, attr, buf)
-		}
+		n, err := read(buf)
 		if err == unix.ERANGE {
-			size, err2 := getxattrSize(p, name == "", attr)
-			if err2 != nil {
-				return nil, err2
+			size, err := read(nil)
+			if err != nil {
+				return nil, err
 			}
 			buf = make([]byte, size+1)
 			continue
@@ -126,50 +137,42 @@ func Getxattr(dirfd int, name, attr string) ([]byte, error) {
 	}
 }
 
-func getxattrSize(p string, follow bool, attr string) (int, error) {
-	if follow {
-		return unix.Getxattr(p, attr, nil)
-	}
-	return unix.Lgetxattr(p, attr, nil)
-}
-
 // Listxattr lists the attribute names of entry name in dirfd ("" for dirfd itself).
 func Listxattr(dirfd int, name string) ([]string, error) {
-	p := ProcPath(dirfd, name)
-	list := func(dest []byte) (int, error) {
-		if name == "" {
-			return unix.Listxattr(p, dest)
-		}
-		return unix.Llistxattr(p, dest)
+	var buf []byte
+	var err error
+	atCall := useXattrAt(name)
+	if atCall {
+		buf, err = readGrowing(func(dest []byte) (int, error) { return listxattrat(dirfd, name, dest) })
 	}
-	for {
-		size, err := list(nil)
-		if err != nil {
-			return nil, err
-		}
-		if size == 0 {
-			return nil, nil
-		}
-		buf := make([]byte, size)
-		n, err := list(buf)
-		if err == unix.ERANGE {
-			continue // grew in between
-		}
-		if err != nil {
-			return nil, err
-		}
-		var names []string
-		for _, s := range strings.Split(string(buf[:n]), "\x00") {
-			if s != "" {
-				names = append(names, s)
+	if !atCall || fellBack(err) {
+		p := ProcPath(dirfd, name)
+		buf, err = readGrowing(func(dest []byte) (int, error) {
+			if name == "" {
+				return unix.Listxattr(p, dest)
 			}
-		}
-		return names, nil
+			return unix.Llistxattr(p, dest)
+		})
 	}
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for _, s := range strings.Split(string(buf), "\x00") {
+		if s != "" {
+			names = append(names, s)
+		}
+	}
+	return names, nil
 }
 
 // Setxattr sets attribute attr of entry name in dirfd ("" for dirfd itself).
 func Setxattr(dirfd int, name, attr string, data []byte, flags int) error {
+	if useXattrAt(name) {
+		if err := setxattrat(dirfd, name, attr, data, flags); !fellBack(err) {
+			return err
+		}
+	}
 	p := ProcPath(dirfd, name)
 	if name == "" {
 		return unix.Setxattr(p, attr, data, flags)
@@ -179,6 +182,11 @@ func Setxattr(dirfd int, name, attr string, data []byte, flags int) error {
 
 // Removexattr removes attribute attr of entry name in dirfd ("" for dirfd itself).
 func Removexattr(dirfd int, name, attr string) error {
+	if useXattrAt(name) {
+		if err := removexattrat(dirfd, name, attr); !fellBack(err) {
+			return err
+		}
+	}
 	p := ProcPath(dirfd, name)
 	if name == "" {
 		return unix.Removexattr(p, attr)
