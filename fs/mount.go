@@ -45,6 +45,9 @@ type overlayFS struct {
 	listings listings
 	// data is the data path negotiated at INIT (passthrough.go); set before the mount.
 	data dataPath
+	// xattrsAsked is when the kernel last made the daemon read an object's attributes
+	// (Unix nanoseconds; see preloadXattrs).
+	xattrsAsked atomic.Int64
 	// passthrough: backing files may be registered (set once the probe after the mount
 	// succeeded; until then files go through the daemon).
 	passthrough atomic.Bool

@@ -42,7 +42,9 @@ type node struct {
 	// xattrs caches the topmost copy's attributes (nil: not loaded). Only the daemon
 	// changes the layers, so it stays right until the daemon sets or removes one or
 	// copies the object up; FUSE does not cache xattrs, and `ls -l` asks for two a file.
-	xattrs map[string][]byte
+	// xattrGen counts the drops, so a read that raced with a change is not kept.
+	xattrs   map[string][]byte
+	xattrGen uint64
 
 	// copyMu serialises copy-up of this object; held for the whole copy.
 	copyMu sync.Mutex
@@ -91,6 +93,8 @@ func (n *node) merge(ls []int) {
 	defer n.mu.Unlock()
 	if n.layers == nil || ls[0] < n.layers[0] {
 		n.layers = ls
+		n.xattrs = nil
+		n.xattrGen++
 	}
 }
 
@@ -98,6 +102,7 @@ func (n *node) setLayers(ls []int) {
 	n.mu.Lock()
 	n.layers = ls
 	n.xattrs = nil
+	n.xattrGen++
 	n.mu.Unlock()
 }
 
@@ -359,6 +364,9 @@ func (n *node) lookupIn(ctx context.Context, fds *lookup.DirFds, rel, name strin
 	child := n.newChild(ctx, e)
 	if cn, ok := child.Operations().(*node); ok {
 		cn.remember(&st)
+		if dirfd, err := fds.Get(e.Layers[0]); err == nil && cn.top() == e.Layers[0] {
+			cn.preloadXattrs(dirfd, name)
+		}
 	}
 	return child, 0
 }

@@ -104,8 +104,14 @@ func dtToMode(t uint8) uint32 {
 }
 
 // readDirents calls fn for each entry of the directory fd, with its inode number and type.
+// direntBufs are getdents buffers: 32 KiB allocated and zeroed for every directory read
+// was a visible part of a cold walk's CPU.
+var direntBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
 func readDirents(fd int, fn func(name string, ino uint64, typ uint8)) error {
-	buf := make([]byte, 32<<10)
+	bp := direntBufs.Get().(*[]byte)
+	defer direntBufs.Put(bp)
+	buf := *bp
 	for {
 		k, err := unix.Getdents(fd, buf)
 		if err == unix.EINTR {

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"syscall"
+	"time"
 
 	"github.com/cowfs/cowfs/internal/sysx"
 	"github.com/cowfs/cowfs/whiteout"
@@ -40,47 +41,87 @@ var noXattrs = map[string][]byte{}
 // node's cache or the layer.
 func (n *node) loadXattrs() (map[string][]byte, syscall.Errno) {
 	n.mu.Lock()
-	x := n.xattrs
+	x, gen := n.xattrs, n.xattrGen
 	n.mu.Unlock()
 	if x != nil {
 		return x, 0
 	}
-	x = noXattrs
+	n.ofs.xattrsAsked.Store(time.Now().UnixNano())
 	errno := n.xattrAt(func(dirfd int, name string) error {
-		names, err := sysx.Listxattr(dirfd, name)
-		if err != nil {
-			if sysx.IsNoData(err) {
-				return nil // no xattr support on this layer: none
-			}
-			return err
-		}
-		if len(names) > 0 {
-			x = make(map[string][]byte, len(names))
-		}
-		for _, a := range names {
-			v, err := sysx.Getxattr(dirfd, name, a)
-			if err != nil {
-				if sysx.IsNoData(err) {
-					continue
-				}
-				return err
-			}
-			x[a] = v
-		}
-		return nil
+		var err error
+		x, err = readXattrs(dirfd, name)
+		return err
 	})
 	if errno != 0 {
 		return nil, errno
 	}
-	n.mu.Lock()
-	n.xattrs = x
-	n.mu.Unlock()
+	n.keepXattrs(x, gen)
 	return x, 0
+}
+
+// preloadXattrs reads the attributes of a node just looked up (its topmost copy is name
+// in dirfd) while the kernel is asking for attributes: `ls -l` asks for one or two of
+// every file it lists, and reading them now, through the directory fd the lookup has
+// open, costs one listxattr instead of an openat2, a listxattr and a close later. A
+// walk that asks for none (find, tar) does not pay for it.
+func (n *node) preloadXattrs(dirfd int, name string) {
+	if time.Now().UnixNano()-n.ofs.xattrsAsked.Load() > int64(xattrsAskedFor) {
+		return
+	}
+	n.mu.Lock()
+	loaded, gen := n.xattrs != nil, n.xattrGen
+	n.mu.Unlock()
+	if loaded {
+		return
+	}
+	if x, err := readXattrs(dirfd, name); err == nil {
+		n.keepXattrs(x, gen)
+	}
+}
+
+// xattrsAskedFor is how long after the daemon last had to read an object's attributes
+// for the kernel that lookups read them ahead (preloadXattrs).
+const xattrsAskedFor = 2 * time.Second
+
+// keepXattrs caches x unless the attributes changed since generation gen was read.
+func (n *node) keepXattrs(x map[string][]byte, gen uint64) {
+	n.mu.Lock()
+	if n.xattrGen == gen && n.xattrs == nil {
+		n.xattrs = x
+	}
+	n.mu.Unlock()
+}
+
+// readXattrs reads every attribute of entry name in dirfd.
+func readXattrs(dirfd int, name string) (map[string][]byte, error) {
+	x := noXattrs
+	names, err := sysx.Listxattr(dirfd, name)
+	if err != nil {
+		if sysx.IsNoData(err) {
+			return x, nil // no xattr support on this layer: none
+		}
+		return nil, err
+	}
+	if len(names) > 0 {
+		x = make(map[string][]byte, len(names))
+	}
+	for _, a := range names {
+		v, err := sysx.Getxattr(dirfd, name, a)
+		if err != nil {
+			if sysx.IsNoData(err) {
+				continue
+			}
+			return nil, err
+		}
+		x[a] = v
+	}
+	return x, nil
 }
 
 func (n *node) dropXattrs() {
 	n.mu.Lock()
 	n.xattrs = nil
+	n.xattrGen++
 	n.mu.Unlock()
 }
 

@@ -245,6 +245,34 @@ func TestOperations(t *testing.T) {
 			}),
 		},
 		{
+			// Once the kernel asks for attributes, lookups read them ahead (fs
+			// preloadXattrs): each must be its name's topmost copy's, and a change after
+			// the read ahead must show.
+			name: "xattrs read ahead by a listing are each file's topmost copy's",
+			lowers: []layer{
+				{"d": dir(), "d/b": file("top b").xattr("user.v", "top-b")},
+				{"d": dir().xattr("user.dv", "dir"), "d/a": file("a").xattr("user.v", "low-a"),
+					"d/b": file("low b").xattr("user.v", "low-b"), "d/c": file("c"),
+					"d/e": file("e").xattr("user.v", "low-e")},
+			},
+			op: ops(func(r *rec) {
+				r.getxattr("d/a", "user.v") // the kernel asks: lookups read ahead from now on
+				r.ls("d")
+				for _, n := range []string{"d/a", "d/b", "d/c", "d/e"} {
+					r.stat(n)
+					r.getxattr(n, "user.v")
+					r.xattrNames(n)
+				}
+				r.errno("setxattr d/c user.n", unix.Setxattr(r.p("d/c"), "user.n", []byte("new"), 0))
+				r.errno("removexattr d/e user.v", unix.Removexattr(r.p("d/e"), "user.v"))
+				r.ls("d")
+				r.getxattr("d/c", "user.n")
+				r.getxattr("d/e", "user.v")
+				r.xattrNames("d/c")
+				r.xattrNames("d/e")
+			}),
+		},
+		{
 			name:   "xattrs set, get, list and remove on lower files and directories",
 			lowers: []layer{{"f": file("f").xattr("user.keep", "k"), "d": dir().xattr("user.dk", "v")}},
 			op: ops(func(r *rec) {
