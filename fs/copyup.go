@@ -3,6 +3,7 @@ package fs
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 
 	"github.com/cowfs/cowfs/copyup"
@@ -150,6 +151,9 @@ func (o *overlayFS) ensureUpperDir(rel string) error {
 // lowerDirOf finds the lower layer whose copy of the visible directory rel shows: the
 // topmost lower layer with an entry at rel (a visible directory has no whiteout above it).
 func (o *overlayFS) lowerDirOf(rel string) (int, uint64, error) {
+	if li, ino, ok := o.lowerDirInTree(rel); ok {
+		return li, ino, nil
+	}
 	for li := 1; li < len(o.stack.Layers); li++ {
 		st, err := o.statIn(li, rel)
 		if err != nil {
@@ -164,6 +168,31 @@ func (o *overlayFS) lowerDirOf(rel string) (int, uint64, error) {
 		return li, lookup.MapIno(o.stack, li, st.Ino), nil
 	}
 	return 0, 0, fmt.Errorf("copy up %q: in no lower layer: %w", rel, unix.ENOENT)
+}
+
+// lowerDirInTree answers lowerDirOf from the node tree, without a system call: the
+// kernel reached the object being copied up through its ancestors, so their nodes are
+// there, each with the layers holding it (topmost first) and, for a directory with a
+// lower copy, the number of its topmost lower copy (lookup.Resolver). A copy-up of a
+// file in a directory not yet in the upper re-resolved that directory through every
+// lower layer (an openat2, an fstatat and a close each).
+func (o *overlayFS) lowerDirInTree(rel string) (int, uint64, bool) {
+	cur := o.root.EmbeddedInode()
+	for name := range strings.SplitSeq(rel, "/") {
+		if cur = cur.GetChild(name); cur == nil {
+			return 0, 0, false
+		}
+	}
+	n, ok := cur.Operations().(*node)
+	if !ok || !cur.IsDir() {
+		return 0, 0, false
+	}
+	for _, li := range n.getLayers() {
+		if o.stack.Lower(li) {
+			return li, cur.StableAttr().Ino, true
+		}
+	}
+	return 0, 0, false
 }
 
 // upperDir copies directory node n up if needed and opens its upper copy.

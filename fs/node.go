@@ -228,12 +228,18 @@ func (n *node) lastAttr() (unix.Stat_t, bool) {
 
 // statIn lstat()s rel in layer li.
 func (o *overlayFS) statIn(li int, rel string) (unix.Stat_t, error) {
-	var st unix.Stat_t
 	dirfd, name, err := o.stack.OpenParent(li, rel)
 	if err != nil {
-		return st, err
+		return unix.Stat_t{}, err
 	}
 	defer unix.Close(dirfd)
+	return o.statAt(li, dirfd, name)
+}
+
+// statAt lstat()s name in dirfd, layer li's copy of its directory ("": dirfd itself).
+func (o *overlayFS) statAt(li, dirfd int, name string) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	var err error
 	if name == "" {
 		err = unix.Fstat(dirfd, &st)
 	} else {

@@ -58,10 +58,21 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	if errno := n.ofs.applySetattr(t, in, hasSize); errno != 0 {
 		return errno
 	}
-	st, errno := n.stat(rel)
-	if errno != 0 {
-		return errno
+	// The attributes now, through the parent already open: the object is in the upper.
+	st, err := n.ofs.statAt(layers.Upper, dirfd, name)
+	if err != nil {
+		return toErrno(err)
 	}
+	ls := n.getLayers()
+	n.ofs.fixAttr(&st, ls)
+	if prev, ok := n.lastAttr(); ok && len(ls) > 1 && st.Mode&unix.S_IFMT == unix.S_IFREG {
+		// A metacopy file's blocks are its data's, in a lower layer, which no setattr
+		// changes (a truncation copies the data up first).
+		st.Blocks = prev.Blocks
+	} else {
+		n.ofs.metacopyBlocks(&st, ls, rel)
+	}
+	n.remember(&st)
 	n.ofs.fillAttr(out, &st)
 	// The reply holds the attributes as they are now, so the kernel may keep them like
 	// a GETATTR's (go-fuse leaves a SETATTR reply's timeout at 0: every chmod, chown

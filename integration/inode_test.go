@@ -133,6 +133,30 @@ func TestInodes(t *testing.T) {
 			want: []string{"st_ino of lower unchanged: true", "st_ino of copied unchanged: true", "st_ino of new unchanged: true"},
 		},
 		{
+			// The ancestors a copy-up brings along take the attributes and the number of
+			// their topmost lower copy (fs lowerDirInTree answers from the node tree).
+			name: "directories copied up for a file inside keep their attributes and st_ino across a remount",
+			lowers: []layer{
+				{"p": dir().mode(0o750).owner(1, 2), "p/q": dir().mode(0o700)},
+				{"p": dir(), "p/q": dir(), "p/q/f": file("f")},
+			},
+			op: ops(func(r *rec) {
+				r.keepInos("p", "p/q")
+				r.errno("chmod p/q/f", unix.Chmod(r.p("p/q/f"), 0o600))
+				r.stat("p")
+				r.stat("p/q")
+				r.sameInos(r.res, "p", "p/q")
+			}),
+			afterRemount: func(t *testing.T, mnt string, before result) result {
+				return ops(func(r *rec) {
+					r.sameInos(before, "p", "p/q")
+					r.stat("p")
+					r.stat("p/q")
+				})(t, mnt)
+			},
+			want: []string{"st_ino of p unchanged: true", "st_ino of p/q unchanged: true"},
+		},
+		{
 			name: "directory and file nlink match the kernel's",
 			lowers: []layer{
 				{"m/s1": dir(), "m/f": file("f"), "lonly/s": dir(), "h1": file("h"), "h2": hardlink("h1")},

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync/atomic"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -65,11 +67,23 @@ func openBeneath(root int, rel string, flags int, mode uint32) (int, error) {
 }
 
 // ChmodNoFollow changes the mode of entry name in dirfd ("" or "." for dirfd itself)
-// without following a symlink there. fchmodat(2) has no working AT_SYMLINK_NOFOLLOW
-// before fchmodat2 (Linux 6.6), and a plain fchmodat follows a symlink that replaced
-// the entry since it was looked up (a layer directory swapped for a symlink pointing
-// out): the entry is opened O_PATH|O_NOFOLLOW, checked, and changed through its fd.
+// without following a symlink there (a symlink is EOPNOTSUPP). fchmodat(2) has no
+// working AT_SYMLINK_NOFOLLOW, and a plain fchmodat follows a symlink that replaced the
+// entry since it was looked up (a layer directory swapped for a symlink pointing out).
+// fchmodat2 (Linux 6.6) does it in one call; without it the entry is opened
+// O_PATH|O_NOFOLLOW, checked, and changed through its fd (four calls).
 func ChmodNoFollow(dirfd int, name string, mode uint32) error {
+	if !noFchmodat2.Load() {
+		flags := unix.AT_SYMLINK_NOFOLLOW
+		if name == "" {
+			flags |= unix.AT_EMPTY_PATH
+		}
+		err := fchmodat2(dirfd, name, mode, flags)
+		if err != unix.ENOSYS {
+			return err
+		}
+		noFchmodat2.Store(true)
+	}
 	if name == "" || name == "." {
 		return unix.Fchmodat(unix.AT_FDCWD, ProcPath(dirfd, ""), mode, 0)
 	}
@@ -86,6 +100,22 @@ func ChmodNoFollow(dirfd int, name string, mode uint32) error {
 		return unix.EOPNOTSUPP
 	}
 	return unix.Fchmodat(unix.AT_FDCWD, ProcPath(fd, ""), mode, 0)
+}
+
+// noFchmodat2 is set once the kernel answered ENOSYS to fchmodat2.
+var noFchmodat2 atomic.Bool
+
+func fchmodat2(dirfd int, name string, mode uint32, flags int) error {
+	p, err := unix.BytePtrFromString(name)
+	if err != nil {
+		return err
+	}
+	_, _, errno := unix.Syscall6(unix.SYS_FCHMODAT2, uintptr(dirfd), uintptr(unsafe.Pointer(p)),
+		uintptr(mode), uintptr(flags), 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
 }
 
 // ProcPath names the entry `name` in the directory fd through /proc, for the calls that

@@ -122,3 +122,75 @@ func kernelHasXattrAt(t *testing.T) bool {
 	_, err := getxattrat(unix.AT_FDCWD, "/", "user.none", nil)
 	return err != unix.ENOSYS
 }
+
+// ChmodNoFollow changes a file and a directory (by name and itself) and refuses a
+// symlink, with fchmodat2 and without it.
+func TestChmodNoFollowNeverFollowsASymlink(t *testing.T) {
+	for _, mode := range []struct {
+		name        string
+		noFchmodat2 bool
+	}{
+		{name: "with fchmodat2"},
+		{name: "through an O_PATH fd", noFchmodat2: true},
+	} {
+		t.Run(mode.name, func(t *testing.T) {
+			noFchmodat2.Store(mode.noFchmodat2)
+			t.Cleanup(func() { noFchmodat2.Store(false) })
+			dir := t.TempDir()
+			target := filepath.Join(dir, "target")
+			for _, f := range []string{"file", "target"} {
+				if err := os.WriteFile(filepath.Join(dir, f), nil, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := os.Mkdir(filepath.Join(dir, "sub"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink("target", filepath.Join(dir, "link")); err != nil {
+				t.Fatal(err)
+			}
+			fd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { unix.Close(fd) })
+			sub, err := unix.Open(filepath.Join(dir, "sub"), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { unix.Close(sub) })
+			for _, tc := range []struct {
+				name  string
+				dirfd int
+				entry string
+				path  string
+				mode  uint32
+			}{
+				{name: "a file by name", dirfd: fd, entry: "file", path: "file", mode: 0o600},
+				{name: "a directory by name", dirfd: fd, entry: "sub", path: "sub", mode: 0o711},
+				{name: "a directory itself", dirfd: sub, entry: "", path: "sub", mode: 0o700},
+			} {
+				if err := ChmodNoFollow(tc.dirfd, tc.entry, tc.mode); err != nil {
+					t.Errorf("%s: %v", tc.name, err)
+				}
+				var st unix.Stat_t
+				if err := unix.Lstat(filepath.Join(dir, tc.path), &st); err != nil || st.Mode&0o7777 != tc.mode {
+					t.Errorf("%s: mode %o after the change, want %o (%v)", tc.name, st.Mode&0o7777, tc.mode, err)
+				}
+			}
+			if err := ChmodNoFollow(fd, "link", 0o600); !errors.Is(err, unix.EOPNOTSUPP) {
+				t.Errorf("a symlink: %v, want EOPNOTSUPP", err)
+			}
+			var st unix.Stat_t
+			if err := unix.Stat(target, &st); err != nil || st.Mode&0o7777 != 0o644 {
+				t.Errorf("the symlink's target changed to %o (%v)", st.Mode&0o7777, err)
+			}
+			if err := ChmodNoFollow(fd, "missing", 0o600); !IsNotExist(err) {
+				t.Errorf("a missing entry: %v, want ENOENT", err)
+			}
+			if !mode.noFchmodat2 && noFchmodat2.Load() {
+				t.Log("this kernel has no fchmodat2 (Linux 6.6+): the O_PATH way ran in both")
+			}
+		})
+	}
+}
