@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"errors"
 	"syscall"
 
 	"github.com/cowfs/cowfs/internal/sysx"
@@ -30,10 +31,20 @@ func addMode(dirfd int, name string, bits uint32) error {
 	return sysx.ChmodNoFollow(dirfd, name, (st.Mode&0o7777)|bits)
 }
 
+// callerOwner is the owner the caller of a request gives new objects on disk.
+func (o *overlayFS) callerOwner(ctx context.Context) (uid, gid int, ok bool) {
+	c, ok := fuse.FromContext(ctx)
+	if !ok {
+		return -1, -1, false
+	}
+	uid, gid = o.diskOwner(int(c.Uid), int(c.Gid))
+	return uid, gid, true
+}
+
 func (n *node) ownerFor(ctx context.Context, upperDir int) owner {
 	o := owner{uid: -1, gid: -1}
-	if c, ok := fuse.FromContext(ctx); ok {
-		o.uid, o.gid = n.ofs.diskOwner(int(c.Uid), int(c.Gid))
+	if uid, gid, ok := n.ofs.callerOwner(ctx); ok {
+		o.uid, o.gid = uid, gid
 	}
 	var st unix.Stat_t
 	if unix.Fstat(upperDir, &st) == nil && st.Mode&unix.S_ISGID != 0 {
@@ -67,109 +78,146 @@ func setOwnerOverride(dirfd int, name, attr string, who owner) error {
 	return sysx.ChmodNoFollow(dirfd, name, layers.BackingPerm(o.Perm))
 }
 
-// maker creates one object named name in dirfd; it is called once, either in the upper
-// directory or in the work directory (when the new name must replace a whiteout).
+// maker creates one object named name in dirfd; it is called in the upper directory, and
+// again in the work directory when the name holds a whiteout that the new object must
+// replace.
 type maker func(dirfd int, name string) error
 
-// createUpper creates name in directory n's upper copy: chowned to the caller, and, where
-// the name holds a whiteout, built in the work dir and renamed over it (a directory made
-// there is opaque: it hides what the whiteout hid; kernel ovl_create_over_whiteout).
+// createUpper creates name in directory n's upper copy, owned by the caller, and returns
+// its path and attributes. Where the name holds a char whiteout the object is built in
+// the work dir and renamed over it (a directory made there is opaque: it hides what the
+// whiteout hid; kernel ovl_create_over_whiteout); a `.wh.NAME` file is removed after.
 // setOwner is false for hard links (the object has its owner already).
-func (n *node) createUpper(ctx context.Context, name string, isDir, setOwner bool, make maker) (string, syscall.Errno) {
+//
+// The object is made in place first: that succeeds unless something (an object or a
+// char whiteout) holds the name, so the common case needs no look at the name before.
+// It is chowned only when it did not get the caller's owner already (a daemon serving
+// its own user, as root for root); kernel overlayfs does not chown either (it creates
+// with the caller's fsuid/fsgid), so set-id bits are kept as the kernel keeps them.
+func (n *node) createUpper(ctx context.Context, name string, isDir, setOwner bool, make maker) (string, unix.Stat_t, syscall.Errno) {
+	var st unix.Stat_t
 	if !n.ofs.stack.Writable {
-		return "", syscall.EROFS
+		return "", st, syscall.EROFS
 	}
 	if whiteout.IsInternalName(name) {
-		return "", syscall.EINVAL
+		return "", st, syscall.EINVAL
 	}
 	up, rel, errno := n.upperDir()
 	if errno != 0 {
-		return "", errno
+		return "", st, errno
 	}
 	defer unix.Close(up)
-	who := n.ownerFor(ctx, up)
-	chown := func(dirfd int, nm string) error {
+	rel = sysx.Join(rel, name)
+	stack := n.ofs.stack
+	var who *owner // the parent's owner rules, read when first needed
+	owner := func() owner {
+		if who == nil {
+			o := n.ownerFor(ctx, up)
+			who = &o
+		}
+		return *who
+	}
+	// own gives the new object nm in dirfd its owner and reads its attributes into st.
+	own := func(dirfd int, nm string) error {
+		if err := unix.Fstatat(dirfd, nm, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return err
+		}
 		if !setOwner {
 			return nil
 		}
-		if attr := n.ofs.stack.WritesOverride(); attr != "" {
-			return setOwnerOverride(dirfd, nm, attr, who)
+		if attr := stack.WritesOverride(); attr != "" {
+			if err := setOwnerOverride(dirfd, nm, attr, owner()); err != nil {
+				return err
+			}
+		} else {
+			if uid, gid, ok := n.ofs.callerOwner(ctx); ok && st.Uid == uint32(uid) && st.Gid == uint32(gid) {
+				return nil // made with the caller's owner (as the group of a set-group-ID parent)
+			}
+			w := owner()
+			if err := unix.Fchownat(dirfd, nm, w.uid, w.gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return err
+			}
 		}
-		return unix.Fchownat(dirfd, nm, who.uid, who.gid, unix.AT_SYMLINK_NOFOLLOW)
+		return unix.Fstatat(dirfd, nm, &st, unix.AT_SYMLINK_NOFOLLOW)
 	}
-	kind, err := whiteout.At(up, name)
-	if err != nil {
-		return "", toErrno(err)
-	}
-	st := n.ofs.stack
-	switch kind {
-	case whiteout.Entry:
-		return "", syscall.EEXIST
-	case whiteout.CharWhiteout:
+	err := make(up, name)
+	switch {
+	case err == nil:
+		// The name was free; a `.wh.NAME` file may still hide a lower NAME.
+		wh, err := whiteout.HasWhiteoutFile(up, name)
+		if err == nil {
+			err = own(up, name)
+		}
+		if err == nil && wh && isDir {
+			err = stack.Format.SetOpaque(up, name)
+		}
+		if err != nil {
+			layers.RemoveAt(up, name)
+			return "", st, toErrno(err)
+		}
+		if wh {
+			if err := whiteout.Remove(up, name, whiteout.FileWhiteout); err != nil {
+				n.changed()
+				return "", st, toErrno(err)
+			}
+		}
+	case errors.Is(err, unix.EEXIST):
+		kind, err := whiteout.At(up, name)
+		if err != nil {
+			return "", st, toErrno(err)
+		}
+		if kind != whiteout.CharWhiteout {
+			return "", st, syscall.EEXIST
+		}
 		tmp := n.ofs.cp.TempName()
-		if err := make(st.Work, tmp); err != nil {
-			return "", toErrno(err)
+		if err := make(stack.Work, tmp); err != nil {
+			return "", st, toErrno(err)
 		}
-		if err := chown(st.Work, tmp); err != nil {
-			layers.RemoveAt(st.Work, tmp)
-			return "", toErrno(err)
+		if err := own(stack.Work, tmp); err != nil {
+			layers.RemoveAt(stack.Work, tmp)
+			return "", st, toErrno(err)
 		}
-		if isDir && who.setgid {
+		if isDir && owner().setgid {
 			// Built in the work dir, it did not inherit the parent's set-group-ID bit.
-			if err := addMode(st.Work, tmp, unix.S_ISGID); err != nil {
-				layers.RemoveAt(st.Work, tmp)
-				return "", toErrno(err)
+			if err := addMode(stack.Work, tmp, unix.S_ISGID); err != nil {
+				layers.RemoveAt(stack.Work, tmp)
+				return "", st, toErrno(err)
 			}
 		}
 		if isDir {
-			if err := st.Format.SetOpaque(st.Work, tmp); err != nil {
-				layers.RemoveAt(st.Work, tmp)
-				return "", toErrno(err)
+			if err := stack.Format.SetOpaque(stack.Work, tmp); err != nil {
+				layers.RemoveAt(stack.Work, tmp)
+				return "", st, toErrno(err)
 			}
-			if err := unix.Renameat2(st.Work, tmp, up, name, unix.RENAME_EXCHANGE); err != nil {
-				layers.RemoveAt(st.Work, tmp)
-				return "", toErrno(err)
+			if err := unix.Renameat2(stack.Work, tmp, up, name, unix.RENAME_EXCHANGE); err != nil {
+				layers.RemoveAt(stack.Work, tmp)
+				return "", st, toErrno(err)
 			}
-			unix.Unlinkat(st.Work, tmp, 0) // the whiteout that came back
-		} else if err := unix.Renameat(st.Work, tmp, up, name); err != nil {
-			layers.RemoveAt(st.Work, tmp)
-			return "", toErrno(err)
+			unix.Unlinkat(stack.Work, tmp, 0) // the whiteout that came back
+		} else if err := unix.Renameat(stack.Work, tmp, up, name); err != nil {
+			layers.RemoveAt(stack.Work, tmp)
+			return "", st, toErrno(err)
+		}
+		if err := unix.Fstatat(up, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			n.changed()
+			return "", st, toErrno(err)
 		}
 	default:
-		if err := make(up, name); err != nil {
-			return "", toErrno(err)
-		}
-		if err := chown(up, name); err != nil {
-			layers.RemoveAt(up, name)
-			return "", toErrno(err)
-		}
-		if kind == whiteout.FileWhiteout {
-			if isDir {
-				if err := st.Format.SetOpaque(up, name); err != nil {
-					layers.RemoveAt(up, name)
-					return "", toErrno(err)
-				}
-			}
-			if err := whiteout.Remove(up, name, kind); err != nil {
-				return "", toErrno(err)
-			}
-		}
+		return "", st, toErrno(err)
 	}
 	n.changed()
-	return sysx.Join(rel, name), 0
+	stack.ApplyOverride(layers.Upper, up, name, &st) // xattr_permissions
+	return rel, st, 0
 }
 
-// newUpperChild makes the node for an object just created in the upper layer.
-func (n *node) newUpperChild(ctx context.Context, rel string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	st, err := n.ofs.statIn(layers.Upper, rel)
-	if err != nil {
-		return nil, toErrno(err)
-	}
-	n.ofs.fillEntry(out, &st)
+// newUpperChild makes the node for an object just created in the upper layer, whose
+// attributes are st.
+func (n *node) newUpperChild(ctx context.Context, st *unix.Stat_t, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	n.ofs.fillEntry(out, st)
 	e := lookup.Entry{Layers: []int{layers.Upper}, Mode: st.Mode & unix.S_IFMT, Ino: lookup.MapIno(n.ofs.stack, layers.Upper, st.Ino)}
 	child := n.newChild(ctx, e)
 	if cn, ok := child.Operations().(*node); ok {
-		cn.remember(&st)
+		cn.remember(st)
 	}
 	return child, 0
 }
@@ -182,7 +230,7 @@ var _ = (gofs.NodeCreater)((*node)(nil))
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	fd := -1
 	f := n.ofs.layerFlags(flags)
-	rel, errno := n.createUpper(ctx, name, false, true, func(dirfd int, nm string) error {
+	rel, st, errno := n.createUpper(ctx, name, false, true, func(dirfd int, nm string) error {
 		var err error
 		fd, err = unix.Openat(dirfd, nm, f|unix.O_CREAT|unix.O_EXCL, mode&0o7777)
 		return err
@@ -193,10 +241,14 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		}
 		return nil, nil, 0, errno
 	}
-	if mode&setIDBits != 0 {
+	if mode&setIDBits != 0 && (n.ofs.stack.WritesOverride() != "" || st.Mode&0o7777 != mode&0o7777) {
+		// A chown cleared them.
 		unix.Fchmod(fd, mode&0o7777)
+		if s, err := n.ofs.statIn(layers.Upper, rel); err == nil {
+			st = s
+		}
 	}
-	in, errno := n.newUpperChild(ctx, rel, out)
+	in, errno := n.newUpperChild(ctx, &st, out)
 	if errno != 0 {
 		unix.Close(fd)
 		return nil, nil, 0, errno
@@ -210,19 +262,19 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 var _ = (gofs.NodeMkdirer)((*node)(nil))
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	rel, errno := n.createUpper(ctx, name, true, true, func(dirfd int, nm string) error {
+	_, st, errno := n.createUpper(ctx, name, true, true, func(dirfd int, nm string) error {
 		return unix.Mkdirat(dirfd, nm, mode&0o7777)
 	})
 	if errno != 0 {
 		return nil, errno
 	}
-	return n.newUpperChild(ctx, rel, out)
+	return n.newUpperChild(ctx, &st, out)
 }
 
 var _ = (gofs.NodeMknoder)((*node)(nil))
 
 func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	rel, errno := n.createUpper(ctx, name, false, true, func(dirfd int, nm string) error {
+	_, st, errno := n.createUpper(ctx, name, false, true, func(dirfd int, nm string) error {
 		if err := unix.Mknodat(dirfd, nm, mode, int(dev)); err != nil {
 			return err
 		}
@@ -234,19 +286,19 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	if errno != 0 {
 		return nil, errno
 	}
-	return n.newUpperChild(ctx, rel, out)
+	return n.newUpperChild(ctx, &st, out)
 }
 
 var _ = (gofs.NodeSymlinker)((*node)(nil))
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	rel, errno := n.createUpper(ctx, name, false, true, func(dirfd int, nm string) error {
+	_, st, errno := n.createUpper(ctx, name, false, true, func(dirfd int, nm string) error {
 		return unix.Symlinkat(target, dirfd, nm)
 	})
 	if errno != 0 {
 		return nil, errno
 	}
-	return n.newUpperChild(ctx, rel, out)
+	return n.newUpperChild(ctx, &st, out)
 }
 
 var _ = (gofs.NodeLinker)((*node)(nil))
@@ -266,7 +318,7 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 		return nil, errno
 	}
 	defer done()
-	rel, errno := n.createUpper(ctx, name, false, false, func(dirfd int, nm string) error {
+	rel, lst, errno := n.createUpper(ctx, name, false, false, func(dirfd int, nm string) error {
 		return unix.Linkat(src, srcName, dirfd, nm, lflags)
 	})
 	if errno != 0 {
@@ -275,7 +327,7 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 	t.named()
 	if multi {
 		// The copy of a lower hard link got a number of its own, which t cannot show.
-		return n.newUpperChild(ctx, rel, out)
+		return n.newUpperChild(ctx, &lst, out)
 	}
 	trel := rel
 	st, errno := t.stat(trel)

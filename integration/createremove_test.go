@@ -1,0 +1,107 @@
+package integration
+
+import (
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// TestCreateRemove covers the short paths of creation and removal (fs/create.go,
+// fs/remove.go): an object is made in place first and a whiteout looked at only when
+// the name is taken; it is chowned only when it did not get the caller's owner; an
+// upper-only directory is removed without being listed first. Each case compares with
+// the kernel, so the short paths must keep every behaviour of the long ones.
+func TestCreateRemove(t *testing.T) {
+	lower := layer{"a": file("lower a"), "d/x": file("x")}
+	runCases(t, []behaviourCase{
+		{
+			name:   "names over char whiteouts in a directory only the upper holds",
+			lowers: []layer{lower},
+			upper:  layer{"u": dir(), "u/f": whiteout(), "u/sub": whiteout(), "u/l": whiteout(), "u/p": whiteout()},
+			op: ops(func(r *rec) {
+				fd, err := unix.Open(r.p("u/f"), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o640)
+				r.errno("create u/f", err)
+				if err == nil {
+					unix.Close(fd)
+				}
+				r.errno("mkdir u/sub", unix.Mkdir(r.p("u/sub"), 0o750))
+				r.errno("symlink u/l", unix.Symlink("target", r.p("u/l")))
+				r.errno("mkfifo u/p", unix.Mkfifo(r.p("u/p"), 0o600))
+				_, err = unix.Open(r.p("u/f"), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o640)
+				r.errno("create u/f again", err)
+				r.errno("mkdir u/sub again", unix.Mkdir(r.p("u/sub"), 0o750))
+				r.ls("u")
+				for _, n := range []string{"u/f", "u/sub", "u/l", "u/p"} {
+					r.stat(n)
+				}
+			}),
+			want:       []string{"create u/f again: EEXIST", "mkdir u/sub again: EEXIST"},
+			checkUpper: allOf(upperIs("u/f", "file"), upperIs("u/sub", "dir"), upperIs("u/l", "symlink"), upperIs("u/p", "fifo")),
+		},
+		{
+			name:   "new objects keep their set-ID bits and a set-group-ID parent's group",
+			lowers: []layer{lower},
+			upper:  layer{"sg": dir().mode(0o2775).owner(0, 1234), "plain": dir()},
+			op: ops(func(r *rec) {
+				for _, d := range []string{"sg", "plain"} {
+					fd, err := unix.Open(r.p(d+"/suid"), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o4755)
+					r.errno("create "+d+"/suid", err)
+					if err == nil {
+						unix.Close(fd)
+					}
+					r.errno("mkdir "+d+"/sub", unix.Mkdir(r.p(d+"/sub"), 0o755))
+					r.errno("mknod "+d+"/fifo", unix.Mknod(r.p(d+"/fifo"), unix.S_IFIFO|0o2644, 0))
+					r.errno("symlink "+d+"/l", unix.Symlink("x", r.p(d+"/l")))
+					for _, n := range []string{"suid", "sub", "fifo", "l"} {
+						r.stat(d + "/" + n)
+					}
+				}
+			}),
+		},
+		{
+			name:   "rmdir of upper-only directories: empty, holding a file, holding a directory",
+			lowers: []layer{lower},
+			upper: layer{
+				"empty": dir(), "full": dir(), "full/f": file("f"),
+				"nested": dir(), "nested/in": dir(),
+			},
+			op: ops(func(r *rec) {
+				r.errno("rmdir empty", unix.Rmdir(r.p("empty")))
+				r.errno("rmdir full", unix.Rmdir(r.p("full")))
+				r.errno("rmdir nested", unix.Rmdir(r.p("nested")))
+				r.errno("unlink full", unix.Unlink(r.p("full")))
+				r.errno("rmdir full/f", unix.Rmdir(r.p("full/f")))
+				r.errno("unlink full/f", unix.Unlink(r.p("full/f")))
+				r.errno("rmdir full now", unix.Rmdir(r.p("full")))
+				r.errno("rmdir nested/in", unix.Rmdir(r.p("nested/in")))
+				r.errno("rmdir nested now", unix.Rmdir(r.p("nested")))
+				r.ls(".")
+			}),
+			want: []string{"rmdir empty: ok", "rmdir full: ENOTEMPTY", "rmdir nested: ENOTEMPTY",
+				"unlink full: EISDIR", "rmdir full/f: ENOTDIR", "rmdir full now: ok", "rmdir nested now: ok"},
+			checkUpper: allOf(upperIs("empty", "absent"), upperIs("full", "absent")),
+		},
+		{
+			name:   "removing in a merged directory still whites out, in an upper-only one never",
+			lowers: []layer{lower},
+			op: ops(func(r *rec) {
+				r.errno("mkdir new", unix.Mkdir(r.p("new"), 0o755))
+				r.errno("mkdir new/sub", unix.Mkdir(r.p("new/sub"), 0o755))
+				fd, err := unix.Open(r.p("new/f"), unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY, 0o644)
+				r.errno("create new/f", err)
+				if err == nil {
+					unix.Close(fd)
+				}
+				r.errno("unlink new/f", unix.Unlink(r.p("new/f")))
+				r.errno("rmdir new/sub", unix.Rmdir(r.p("new/sub")))
+				r.errno("unlink d/x", unix.Unlink(r.p("d/x")))
+				r.errno("rmdir d", unix.Rmdir(r.p("d")))
+				r.errno("unlink a", unix.Unlink(r.p("a")))
+				r.ls(".")
+				r.ls("new")
+			}),
+			checkUpper: allOf(upperIs("new/f", "absent"), upperIs("new/sub", "absent"), upperIs("d", "whiteout"),
+				upperIs("a", "whiteout")),
+		},
+	})
+}
