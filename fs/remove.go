@@ -38,6 +38,59 @@ func (n *node) lowerPositive(rel, name string) (bool, syscall.Errno) {
 	return false, toErrno(err)
 }
 
+// removal is one UNLINK or RMDIR's view of directory n: its layer fds, opened once for
+// the lookup of the name and reused to change the upper copy.
+type removal struct {
+	n    *node
+	rel  string
+	fds  *lookup.DirFds
+	name string
+	e    lookup.Entry
+	// up is the upper copy opened by upper when the lookup had not (-1: none).
+	up int
+}
+
+// startRemoval resolves name in directory n for its removal; done must be called after.
+func (n *node) startRemoval(name string) (*removal, syscall.Errno) {
+	rel, errno := n.rel()
+	if errno != 0 {
+		return nil, errno
+	}
+	r := &removal{n: n, rel: rel, fds: lookup.NewDirFds(n.ofs.stack, rel), name: name, up: -1}
+	e, err := n.ofs.res.LookupIn(r.fds, n.dir(rel), name)
+	if err != nil {
+		r.done()
+		return nil, toErrno(err)
+	}
+	r.e = e
+	return r, 0
+}
+
+func (r *removal) done() {
+	r.fds.Close()
+	if r.up >= 0 {
+		unix.Close(r.up)
+	}
+}
+
+// upper is the directory's upper copy (copied up first if needed), open until done.
+func (r *removal) upper() (int, syscall.Errno) {
+	if r.up >= 0 {
+		return r.up, 0
+	}
+	if r.n.isUpper() {
+		if fd, err := r.fds.Get(layers.Upper); err == nil {
+			return fd, 0
+		}
+	}
+	up, _, errno := r.n.upperDir()
+	if errno != 0 {
+		return -1, errno
+	}
+	r.up = up
+	return up, 0
+}
+
 var _ = (gofs.NodeUnlinker)((*node)(nil))
 
 // Unlink removes a name; a lower one is hidden by a whiteout, never copied up first.
@@ -45,14 +98,16 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	if !n.ofs.stack.Writable {
 		return syscall.EROFS
 	}
-	rel, e, errno := n.childEntry(name)
+	r, errno := n.startRemoval(name)
 	if errno != 0 {
 		return errno
 	}
+	defer r.done()
+	e := r.e
 	if e.Mode == unix.S_IFDIR {
 		return syscall.EISDIR
 	}
-	if errno := n.remove(rel, name, e, false); errno != 0 {
+	if errno := r.remove(false); errno != 0 {
 		return errno
 	}
 	if c := n.child(name); c != nil && e.Layers[0] == layers.Upper {
@@ -71,24 +126,51 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if !n.ofs.stack.Writable {
 		return syscall.EROFS
 	}
-	rel, e, errno := n.childEntry(name)
+	r, errno := n.startRemoval(name)
 	if errno != 0 {
 		return errno
 	}
+	defer r.done()
+	e := r.e
 	if e.Mode != unix.S_IFDIR {
 		return syscall.ENOTDIR
 	}
-	ents, err := n.ofs.mergedEntries(sysx.Join(rel, name), e.Layers)
-	if err != nil {
-		return toErrno(err)
+	upperOnly := len(e.Layers) == 1 && e.Layers[0] == layers.Upper
+	removed := false
+	if upperOnly {
+		// Only the upper holds it: empty on disk is empty in the merged view, and rmdir
+		// says so. Only one that holds something (whiteouts hide nothing in it) is listed.
+		needWhiteout, errno := n.lowerPositive(r.rel, name)
+		if errno != 0 {
+			return errno
+		}
+		if !needWhiteout {
+			up, errno := r.upper()
+			if errno != 0 {
+				return errno
+			}
+			err := unix.Unlinkat(up, name, unix.AT_REMOVEDIR)
+			if err == nil {
+				n.changed()
+				removed = true
+			} else if !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) {
+				return toErrno(err)
+			}
+		}
 	}
-	if len(ents) > 0 {
-		return syscall.ENOTEMPTY
+	if !removed {
+		ents, err := n.ofs.mergedEntries(sysx.Join(r.rel, name), e.Layers)
+		if err != nil {
+			return toErrno(err)
+		}
+		if len(ents) > 0 {
+			return syscall.ENOTEMPTY
+		}
+		if errno := r.remove(true); errno != 0 {
+			return errno
+		}
 	}
-	if errno := n.remove(rel, name, e, true); errno != 0 {
-		return errno
-	}
-	if c := n.child(name); c != nil && len(e.Layers) == 1 && e.Layers[0] == layers.Upper {
+	if c := n.child(name); c != nil && upperOnly {
 		// fstat through a directory fd still open shows the removed upper directory,
 		// with no links; a removed lower directory is only hidden, and keeps its own.
 		c.removedDir()
@@ -103,18 +185,18 @@ func (n *node) removedDir() {
 	n.mu.Unlock()
 }
 
-// remove takes name (entry e) out of directory n (at rel): unlinks the upper entry, and
-// leaves a whiteout where a lower entry would show through.
-func (n *node) remove(rel, name string, e lookup.Entry, isDir bool) syscall.Errno {
-	needWhiteout, errno := n.lowerPositive(rel, name)
+// remove takes the name out of directory n: unlinks the upper entry, and leaves a
+// whiteout where a lower entry would show through.
+func (r *removal) remove(isDir bool) syscall.Errno {
+	n, name, e := r.n, r.name, r.e
+	needWhiteout, errno := n.lowerPositive(r.rel, name)
 	if errno != 0 {
 		return errno
 	}
-	up, _, errno := n.upperDir()
+	up, errno := r.upper()
 	if errno != 0 {
 		return errno
 	}
-	defer unix.Close(up)
 	st := n.ofs.stack
 	if e.Layers[0] != layers.Upper {
 		// Only in lower layers: a whiteout hides it; nothing is copied up.
