@@ -94,19 +94,24 @@ type maker func(dirfd int, name string) error
 // It is chowned only when it did not get the caller's owner already (a daemon serving
 // its own user, as root for root); kernel overlayfs does not chown either (it creates
 // with the caller's fsuid/fsgid), so set-id bits are kept as the kernel keeps them.
-func (n *node) createUpper(ctx context.Context, name string, isDir, setOwner bool, make maker) (string, unix.Stat_t, syscall.Errno) {
+func (n *node) createUpper(ctx context.Context, name string, isDir, setOwner bool, make maker) (*created, syscall.Errno) {
 	var st unix.Stat_t
 	if !n.ofs.stack.Writable {
-		return "", st, syscall.EROFS
+		return nil, syscall.EROFS
 	}
 	if whiteout.IsInternalName(name) {
-		return "", st, syscall.EINVAL
+		return nil, syscall.EINVAL
 	}
 	up, rel, errno := n.upperDir()
 	if errno != 0 {
-		return "", st, errno
+		return nil, errno
 	}
-	defer unix.Close(up)
+	made := false
+	defer func() {
+		if !made {
+			unix.Close(up) // else the caller's, through created.close
+		}
+	}()
 	rel = sysx.Join(rel, name)
 	stack := n.ofs.stack
 	var who *owner // the parent's owner rules, read when first needed
@@ -153,71 +158,85 @@ func (n *node) createUpper(ctx context.Context, name string, isDir, setOwner boo
 		}
 		if err != nil {
 			layers.RemoveAt(up, name)
-			return "", st, toErrno(err)
+			return nil, toErrno(err)
 		}
 		if wh {
 			if err := whiteout.Remove(up, name, whiteout.FileWhiteout); err != nil {
 				n.changed()
-				return "", st, toErrno(err)
+				return nil, toErrno(err)
 			}
 		}
 	case errors.Is(err, unix.EEXIST):
 		kind, err := whiteout.At(up, name)
 		if err != nil {
-			return "", st, toErrno(err)
+			return nil, toErrno(err)
 		}
 		if kind != whiteout.CharWhiteout {
-			return "", st, syscall.EEXIST
+			return nil, syscall.EEXIST
 		}
 		tmp := n.ofs.cp.TempName()
 		if err := make(stack.Work, tmp); err != nil {
-			return "", st, toErrno(err)
+			return nil, toErrno(err)
 		}
 		if err := own(stack.Work, tmp); err != nil {
 			layers.RemoveAt(stack.Work, tmp)
-			return "", st, toErrno(err)
+			return nil, toErrno(err)
 		}
 		if isDir && owner().setgid {
 			// Built in the work dir, it did not inherit the parent's set-group-ID bit.
 			if err := addMode(stack.Work, tmp, unix.S_ISGID); err != nil {
 				layers.RemoveAt(stack.Work, tmp)
-				return "", st, toErrno(err)
+				return nil, toErrno(err)
 			}
 		}
 		if isDir {
 			if err := stack.Format.SetOpaque(stack.Work, tmp); err != nil {
 				layers.RemoveAt(stack.Work, tmp)
-				return "", st, toErrno(err)
+				return nil, toErrno(err)
 			}
 			if err := unix.Renameat2(stack.Work, tmp, up, name, unix.RENAME_EXCHANGE); err != nil {
 				layers.RemoveAt(stack.Work, tmp)
-				return "", st, toErrno(err)
+				return nil, toErrno(err)
 			}
 			unix.Unlinkat(stack.Work, tmp, 0) // the whiteout that came back
 		} else if err := unix.Renameat(stack.Work, tmp, up, name); err != nil {
 			layers.RemoveAt(stack.Work, tmp)
-			return "", st, toErrno(err)
+			return nil, toErrno(err)
 		}
 		if err := unix.Fstatat(up, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 			n.changed()
-			return "", st, toErrno(err)
+			return nil, toErrno(err)
 		}
 	default:
-		return "", st, toErrno(err)
+		return nil, toErrno(err)
 	}
 	n.changed()
 	stack.ApplyOverride(layers.Upper, up, name, &st) // xattr_permissions
-	return rel, st, 0
+	made = true
+	return &created{up: up, name: name, rel: rel, st: st}, 0
 }
 
-// newUpperChild makes the node for an object just created in the upper layer, whose
-// attributes are st.
-func (n *node) newUpperChild(ctx context.Context, st *unix.Stat_t, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+// created is an object createUpper made: its upper directory (open until close), name,
+// path and attributes.
+type created struct {
+	up        int
+	name, rel string
+	st        unix.Stat_t
+}
+
+func (c *created) close() { unix.Close(c.up) }
+
+// newUpperChild makes the node for an object just created in the upper layer.
+func (n *node) newUpperChild(ctx context.Context, c *created, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	st := &c.st
 	n.ofs.fillEntry(out, st)
 	e := lookup.Entry{Layers: []int{layers.Upper}, Mode: st.Mode & unix.S_IFMT, Ino: lookup.MapIno(n.ofs.stack, layers.Upper, st.Ino)}
 	child := n.newChild(ctx, e)
 	if cn, ok := child.Operations().(*node); ok {
 		cn.remember(st)
+		// The kernel asks for security.capability before a new file's first write and
+		// chown: read them now through the directory fd open here.
+		cn.preloadXattrs(c.up, c.name)
 	}
 	return child, 0
 }
@@ -230,7 +249,7 @@ var _ = (gofs.NodeCreater)((*node)(nil))
 func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint32, out *fuse.EntryOut) (*gofs.Inode, gofs.FileHandle, uint32, syscall.Errno) {
 	fd := -1
 	f := n.ofs.layerFlags(flags)
-	rel, st, errno := n.createUpper(ctx, name, false, true, func(dirfd int, nm string) error {
+	c, errno := n.createUpper(ctx, name, false, true, func(dirfd int, nm string) error {
 		var err error
 		fd, err = unix.Openat(dirfd, nm, f|unix.O_CREAT|unix.O_EXCL, mode&0o7777)
 		return err
@@ -241,14 +260,15 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 		}
 		return nil, nil, 0, errno
 	}
-	if mode&setIDBits != 0 && (n.ofs.stack.WritesOverride() != "" || st.Mode&0o7777 != mode&0o7777) {
+	defer c.close()
+	if mode&setIDBits != 0 && (n.ofs.stack.WritesOverride() != "" || c.st.Mode&0o7777 != mode&0o7777) {
 		// A chown cleared them.
 		unix.Fchmod(fd, mode&0o7777)
-		if s, err := n.ofs.statIn(layers.Upper, rel); err == nil {
-			st = s
+		if st, err := n.ofs.statAt(layers.Upper, c.up, c.name); err == nil {
+			c.st = st
 		}
 	}
-	in, errno := n.newUpperChild(ctx, &st, out)
+	in, errno := n.newUpperChild(ctx, c, out)
 	if errno != 0 {
 		unix.Close(fd)
 		return nil, nil, 0, errno
@@ -262,19 +282,20 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 var _ = (gofs.NodeMkdirer)((*node)(nil))
 
 func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	_, st, errno := n.createUpper(ctx, name, true, true, func(dirfd int, nm string) error {
+	c, errno := n.createUpper(ctx, name, true, true, func(dirfd int, nm string) error {
 		return unix.Mkdirat(dirfd, nm, mode&0o7777)
 	})
 	if errno != 0 {
 		return nil, errno
 	}
-	return n.newUpperChild(ctx, &st, out)
+	defer c.close()
+	return n.newUpperChild(ctx, c, out)
 }
 
 var _ = (gofs.NodeMknoder)((*node)(nil))
 
 func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	_, st, errno := n.createUpper(ctx, name, false, true, func(dirfd int, nm string) error {
+	c, errno := n.createUpper(ctx, name, false, true, func(dirfd int, nm string) error {
 		if err := unix.Mknodat(dirfd, nm, mode, int(dev)); err != nil {
 			return err
 		}
@@ -286,19 +307,21 @@ func (n *node) Mknod(ctx context.Context, name string, mode uint32, dev uint32, 
 	if errno != 0 {
 		return nil, errno
 	}
-	return n.newUpperChild(ctx, &st, out)
+	defer c.close()
+	return n.newUpperChild(ctx, c, out)
 }
 
 var _ = (gofs.NodeSymlinker)((*node)(nil))
 
 func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	_, st, errno := n.createUpper(ctx, name, false, true, func(dirfd int, nm string) error {
+	c, errno := n.createUpper(ctx, name, false, true, func(dirfd int, nm string) error {
 		return unix.Symlinkat(target, dirfd, nm)
 	})
 	if errno != 0 {
 		return nil, errno
 	}
-	return n.newUpperChild(ctx, &st, out)
+	defer c.close()
+	return n.newUpperChild(ctx, c, out)
 }
 
 var _ = (gofs.NodeLinker)((*node)(nil))
@@ -318,19 +341,19 @@ func (n *node) Link(ctx context.Context, target gofs.InodeEmbedder, name string,
 		return nil, errno
 	}
 	defer done()
-	rel, lst, errno := n.createUpper(ctx, name, false, false, func(dirfd int, nm string) error {
+	c, errno := n.createUpper(ctx, name, false, false, func(dirfd int, nm string) error {
 		return unix.Linkat(src, srcName, dirfd, nm, lflags)
 	})
 	if errno != 0 {
 		return nil, errno
 	}
+	defer c.close()
 	t.named()
 	if multi {
 		// The copy of a lower hard link got a number of its own, which t cannot show.
-		return n.newUpperChild(ctx, &lst, out)
+		return n.newUpperChild(ctx, c, out)
 	}
-	trel := rel
-	st, errno := t.stat(trel)
+	st, errno := t.stat(c.rel)
 	if errno != 0 {
 		return nil, errno
 	}

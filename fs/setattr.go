@@ -49,8 +49,11 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		return toErrno(err)
 	}
 	defer unix.Close(dirfd)
-	// A chmod rewrites an ACL's mask and a chown drops security.capability.
-	defer n.dropXattrs()
+	// A chmod rewrites an ACL's mask and a chown drops security.capability; times alone
+	// (tar sets them on every file) change no attribute.
+	if in.Valid&^timesOnly != 0 {
+		defer n.dropXattrs()
+	}
 	t := atTarget{dirfd: dirfd, name: name, flags: unix.AT_SYMLINK_NOFOLLOW}
 	if name == "" {
 		t.name, t.flags = ".", 0
@@ -82,6 +85,11 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	out.SetTimeout(kernelTimeout)
 	return 0
 }
+
+// timesOnly are the SETATTR fields of a change of times (with the handle and lock
+// owner it may carry), which leaves the object's extended attributes as they were.
+const timesOnly = fuse.FATTR_ATIME | fuse.FATTR_MTIME | fuse.FATTR_ATIME_NOW | fuse.FATTR_MTIME_NOW |
+	fuse.FATTR_CTIME | fuse.FATTR_FH | fuse.FATTR_LOCKOWNER
 
 // setattrFd applies a setattr through the open file of a name that was removed.
 func (n *node) setattrFd(h *handle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
