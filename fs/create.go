@@ -234,9 +234,13 @@ func (n *node) newUpperChild(ctx context.Context, c *created, out *fuse.EntryOut
 	child := n.newChild(ctx, e)
 	if cn, ok := child.Operations().(*node); ok {
 		cn.remember(st)
-		// The kernel asks for security.capability before a new file's first write and
-		// chown: read them now through the directory fd open here.
-		cn.preloadXattrs(c.up, c.name)
+		if st.Mode&unix.S_IFMT == unix.S_IFREG {
+			// The kernel asks for security.capability before a new file's first write
+			// and chown: read them now through the directory fd open here (not for
+			// other objects, which nothing asks about right after: tar makes many
+			// directories).
+			cn.preloadXattrs(c.up, c.name)
+		}
 	}
 	return child, 0
 }
