@@ -21,8 +21,8 @@ type handle struct {
 	layer int
 	flags int
 	// passthrough (set before the open is answered, then read-only): the kernel reads
-	// and writes the layer file itself (see passthrough.go); otherwise the handle counts
-	// in its node's cachedOpen until it is released.
+	// and writes the layer file itself (see passthrough.go and admit); otherwise the
+	// handle counts in its node's cachedOpen until it is released.
 	passthrough bool
 }
 
@@ -81,6 +81,11 @@ var _ = (gofs.NodeOpener)((*node)(nil))
 
 // Open opens the object in its topmost layer, copying it up first when the open may write.
 func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
+	if n.ofs.repointed(n) {
+		// Replaced by a new node (admit): the kernel looks the name up again and opens
+		// that one. Also when the old node left the tree, where rel would say ENOENT.
+		return nil, 0, syscall.ESTALE
+	}
 	if wantsWrite(flags) {
 		if !n.ofs.stack.Writable {
 			return nil, 0, syscall.EROFS
@@ -109,37 +114,68 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 			return nil, 0, toErrno(err)
 		}
 		h := &handle{n: n, fd: fd, layer: li, flags: ff}
-		if !n.admit(h) {
+		switch n.admit(h) {
+		case admitMoved:
 			// Copied up since we looked: open the upper copy instead.
 			unix.Close(fd)
 			continue
+		case admitRepoint:
+			unix.Close(fd)
+			n.ofs.repoint(n)
+			// Other names of the object may still lead the kernel to this node, with
+			// attributes it keeps: drop them (Getattr keeps no new ones).
+			n.NotifyContent(-1, 0)
+			return nil, 0, syscall.ESTALE
 		}
 		return h, fuse.FOPEN_KEEP_CACHE, 0
 	}
 }
 
-// admit decides whether h is passed through and counts it in its node, or reports false
-// when the node's data moved to another layer since h was opened (objects only move up, so the
-// caller's retry opens the upper copy). The kernel lets the files open on one inode be
-// either all passed through to one backing file or all go through the daemon: a file
-// on a lower layer goes through the daemon (it must move to the upper copy after a
-// copy-up), and so does every file opened while such a file is open; go-fuse gives
-// every later passthrough open of the node the backing file of the first, which is the
-// node's upper file (a node does not change its upper file while it owns its name).
-// Decided under n.mu together with the node's layer, so a copy-up that ends after a
-// lower file was counted sees it, and one that ends before makes the opener retry.
-func (n *node) admit(h *handle) bool {
+// admit's answers.
+const (
+	admitted     = iota
+	admitMoved   // the data moved up since h was opened: open again
+	admitRepoint // the open must go to a new node (repoint): answer ESTALE
+)
+
+// admit decides how h's data travels and counts it in its node. Decided under n.mu
+// together with the node's layer, so a copy-up that ends after h was counted sees it,
+// and one that ends before makes the opener open again (admitMoved; objects only move
+// up, so that opens the upper copy).
+//
+// With passthrough the kernel reads and writes the layer file itself, lower files
+// included (`tar` and builds read image files without a round trip per read). The
+// kernel and go-fuse bind a node to one backing file: every open of an inode with a
+// passed-through file open must be passed through to the same file (any other open is
+// refused, EINVAL), and go-fuse hands every open of the node the backing file it
+// registered first, until the last such file is released — after its own Release hook,
+// so the daemon cannot know when that is. A node that ever had a lower file as its
+// backing file (lowerBacked) therefore never opens its upper copy: after a copy-up the
+// open answers ESTALE and the object gets a new node (repoint); the kernel retries the
+// open once with a fresh lookup (do_filp_open's LOOKUP_REVAL), which finds the new
+// node, same st_ino, next generation, no backing file yet. The old node keeps its
+// open files: a read-only fd passed through to a lower file keeps reading that file
+// after a copy-up (as on fuse-overlayfs, and on kernel overlayfs for a shared mmap);
+// kernel overlayfs moves such an fd to the upper copy (ovl_real_fdget), which a handle
+// going through the daemon still does (readFd). README, "Intended differences".
+func (n *node) admit(h *handle) int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.layers[len(n.layers)-1] != h.layer { // dataLayer: the last for a file
-		return false
+		return admitMoved
 	}
-	h.passthrough = n.ofs.passthrough.Load() && n.cachedOpen == 0 &&
-		(h.layer == layers.Upper || !n.ofs.stack.Writable)
-	if !h.passthrough {
+	lower := h.layer != layers.Upper && n.ofs.stack.Writable
+	switch pt := n.ofs.passthrough.Load() && n.cachedOpen == 0; {
+	case pt && lower:
+		h.passthrough, n.lowerBacked = true, true
+	case n.lowerBacked:
+		return admitRepoint
+	case pt:
+		h.passthrough = true
+	default:
 		n.cachedOpen++
 	}
-	return true
+	return admitted
 }
 
 // PassthroughFd is asked by go-fuse once per open, when the node has no backing file

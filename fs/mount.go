@@ -8,6 +8,7 @@ import (
 	"log"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -45,6 +46,12 @@ type overlayFS struct {
 	listings listings
 	// data is the data path negotiated at INIT (passthrough.go); set before the mount.
 	data dataPath
+	// regen maps an object's (inode number, generation) to the generation of the node
+	// that replaced its node (repoint, passthrough.go); regenNext numbers them. Both
+	// guarded by regenMu.
+	regenMu   sync.Mutex
+	regen     map[[2]uint64]uint64
+	regenNext uint64
 	// xattrsAsked is when the kernel last made the daemon read an object's attributes
 	// (Unix nanoseconds; see preloadXattrs).
 	xattrsAsked atomic.Int64

@@ -42,21 +42,27 @@ type node struct {
 	// xattrs caches the topmost copy's attributes (nil: not loaded). Only the daemon
 	// changes the layers, so it stays right until the daemon sets or removes one or
 	// copies the object up; FUSE does not cache xattrs, and `ls -l` asks for two a file.
-	// xattrGen counts the drops, so a read that raced with a change is not kept.
-	xattrs   map[string][]byte
-	xattrGen uint64
+	xattrs map[string][]byte
 
 	// copyMu serialises copy-up of this object; held for the whole copy.
 	copyMu sync.Mutex
 
-	// anon (guarded by mu) marks a file made with O_TMPFILE that has no name yet;
-	// anonFd is then an fd of it, so it can be linked into place.
-	anon   bool
+	// anonFd (guarded by mu) is, while anon, an fd of the file made with O_TMPFILE, so
+	// it can be linked into place.
 	anonFd int
 
-	// cachedOpen (guarded by mu) counts the open files of this node that are not passed
-	// through (see handle.passthrough and admit in file.go).
-	cachedOpen int
+	// The small fields, packed (the node stays in the 320-byte allocation class), all
+	// guarded by mu:
+	// xattrGen counts the drops of xattrs, so a read that raced with a change is not kept.
+	xattrGen uint32
+	// cachedOpen counts the open files of this node that are not passed through (see
+	// handle.passthrough and admit in file.go).
+	cachedOpen int32
+	// anon marks a file made with O_TMPFILE that has no name yet.
+	anon bool
+	// lowerBacked: a lower file was passed through for this node, so its upper copy is
+	// opened through a new node (admit in file.go).
+	lowerBacked bool
 }
 
 func (n *node) getLayers() []int {
@@ -116,6 +122,12 @@ func (n *node) rel() (string, syscall.Errno) {
 		// go-fuse keeps a node's parent record when a newer lookup put another node at
 		// the name (after the daemon invalidated it): that node no longer owns the path.
 		if parent == nil || parent.GetChild(name) != cur {
+			if cur == n.EmbeddedInode() && n.ofs.repointed(n) {
+				// A new node took the name (admit); another name of the object may
+				// still lead here. ESTALE makes the kernel look the path up afresh
+				// (retry_estale), which finds the new node.
+				return "", syscall.ESTALE
+			}
 			return "", syscall.ENOENT
 		}
 		parts = append(parts, name)
@@ -275,6 +287,8 @@ func (n *node) newChild(ctx context.Context, e lookup.Entry) *gofs.Inode {
 	child := &node{ofs: n.ofs, layers: e.Layers}
 	if e.Mode == unix.S_IFDIR {
 		child.id = n.ofs.nextID.Add(1)
+	} else {
+		e.Gen = n.ofs.regenOf(e.Ino, e.Gen)
 	}
 	in := n.NewInode(ctx, child, gofs.StableAttr{Mode: e.Mode, Ino: e.Ino, Gen: e.Gen})
 	if got, ok := in.Operations().(*node); ok && got != child {
@@ -381,6 +395,11 @@ var _ = (gofs.NodeGetattrer)((*node)(nil))
 
 // Getattr reports the topmost layer's attributes (through the open file when the name is gone).
 func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if n.ofs.repointed(n) {
+		// Names the kernel still maps to this node show the file that a new node
+		// writes (admit): their attributes must not be kept.
+		defer out.SetTimeout(time.Nanosecond)
+	}
 	rel, errno := n.rel()
 	if errno != 0 {
 		// Removed, but still open: answer from the open file or directory.
@@ -397,6 +416,9 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 			}
 			n.ofs.fillAttr(out, &st)
 			return 0
+		}
+		if errno == syscall.ESTALE {
+			return errno // repointed: see rel
 		}
 		if st, ok := n.lastAttr(); ok {
 			n.ofs.fillAttr(out, &st)

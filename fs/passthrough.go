@@ -189,3 +189,43 @@ func mountDev(mnt string) (string, error) {
 	}
 	return dev, nil
 }
+
+// repoint gives the object of node n a new node at its next lookup (admit): the same
+// inode number with a generation no layer produces (top bit set), so go-fuse makes a
+// new node, with no backing file. Objects only move up, so an object is repointed at
+// most once a node.
+func (o *overlayFS) repoint(n *node) {
+	a := n.StableAttr()
+	o.regenMu.Lock()
+	defer o.regenMu.Unlock()
+	k := [2]uint64{a.Ino, a.Gen}
+	if _, ok := o.regen[k]; !ok {
+		if o.regen == nil {
+			o.regen = map[[2]uint64]uint64{}
+		}
+		o.regenNext++
+		o.regen[k] = 1<<63 | o.regenNext
+	}
+}
+
+// repointed reports whether node n was replaced by a new node (repoint).
+func (o *overlayFS) repointed(n *node) bool {
+	a := n.StableAttr()
+	o.regenMu.Lock()
+	defer o.regenMu.Unlock()
+	_, ok := o.regen[[2]uint64{a.Ino, a.Gen}]
+	return ok
+}
+
+// regenOf is the generation of the newest node of the object a lookup found as (ino, gen).
+func (o *overlayFS) regenOf(ino, gen uint64) uint64 {
+	o.regenMu.Lock()
+	defer o.regenMu.Unlock()
+	for {
+		g, ok := o.regen[[2]uint64{ino, gen}]
+		if !ok {
+			return gen
+		}
+		gen = g
+	}
+}

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"syscall"
+	"time"
 
 	"github.com/cowfs/cowfs/internal/sysx"
 	"github.com/cowfs/cowfs/layers"
@@ -82,7 +83,11 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	// or utimes was followed by a GETATTR). go-fuse puts the node's number into a
 	// GETATTR reply, not into this one: a copied-up object's real number is not its own.
 	out.Ino = n.StableAttr().Ino
-	out.SetTimeout(kernelTimeout)
+	if n.ofs.repointed(n) {
+		out.SetTimeout(time.Nanosecond) // as in Getattr
+	} else {
+		out.SetTimeout(kernelTimeout)
+	}
 	return 0
 }
 

@@ -84,7 +84,7 @@ func (n *node) preloadXattrs(dirfd int, name string) {
 const xattrsAskedFor = 2 * time.Second
 
 // keepXattrs caches x unless the attributes changed since generation gen was read.
-func (n *node) keepXattrs(x map[string][]byte, gen uint64) {
+func (n *node) keepXattrs(x map[string][]byte, gen uint32) {
 	n.mu.Lock()
 	if n.xattrGen == gen && n.xattrs == nil {
 		n.xattrs = x

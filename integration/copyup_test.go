@@ -186,6 +186,9 @@ func TestCopyUp(t *testing.T) {
 				r.read("f")
 			}),
 			want: []string{`read f: "NEW3456789"`},
+			// Kernel parity for a read-only fd that goes through the daemon; one passed
+			// through to the lower file keeps reading it (TestPassthroughLowerFiles).
+			opts: mountOpts{env: []string{"COWFS_DATAPATH=writeback"}},
 		},
 		{
 			name: "a lower directory copies up empty with its metadata when a child is created",

@@ -122,7 +122,7 @@ func TestMetacopy(t *testing.T) {
 			}
 			r.read("f")
 		}),
-		meta("a read-only fd opened before the data copy-up reads the new data after it", func(r *rec) {
+		throughDaemon(meta("a read-only fd opened before the data copy-up reads the new data after it", func(r *rec) {
 			r.errno("chmod f", unix.Chmod(r.p("f"), 0o644))
 			ro, err := unix.Open(r.p("f"), unix.O_RDONLY, 0)
 			r.errno("open ro", err)
@@ -138,7 +138,7 @@ func TestMetacopy(t *testing.T) {
 			n, err = unix.Pread(ro, buf, 0)
 			r.errno("pread after", err)
 			r.val("read after", fmt.Sprintf("%q", buf[:max(n, 0)]))
-		}),
+		})),
 		meta("unlink of a metacopy file leaves a whiteout", func(r *rec) {
 			r.errno("chmod f", unix.Chmod(r.p("f"), 0o600))
 			r.errno("unlink f", unix.Unlink(r.p("f")))
