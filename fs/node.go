@@ -384,7 +384,10 @@ func (n *node) lookupIn(ctx context.Context, fds *lookup.DirFds, rel, name strin
 	child := n.newChild(ctx, e)
 	if cn, ok := child.Operations().(*node); ok {
 		cn.remember(&st)
-		if dirfd, err := fds.Get(e.Layers[0]); err == nil && cn.top() == e.Layers[0] {
+		// Not for directories: tar -xf looks every existing directory up again before
+		// its mkdir, and nothing asks for their attributes then (8,787 listxattr
+		// calls for 2,000 files and 2,407 directories instead of 2,025).
+		if dirfd, err := fds.Get(e.Layers[0]); err == nil && e.Mode != unix.S_IFDIR && cn.top() == e.Layers[0] {
 			cn.preloadXattrs(dirfd, name)
 		}
 	}
