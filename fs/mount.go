@@ -220,7 +220,10 @@ func mount(dir string, root *node, opts *gofs.Options) (*fuse.Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	raiseProcs()
+	// Not at once: more Ps make the runtime start more threads, and a clone is dear
+	// here; raised at mount, a mount, `ls` and umount took 54-59 ms instead of 47-51
+	// (bench mount-ls-umount, 7 runs). The per-request gain is for sustained traffic.
+	time.AfterFunc(raiseProcsAfter, raiseProcs)
 	go srv.Serve()
 	return srv, nil
 }

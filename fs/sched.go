@@ -28,12 +28,16 @@ import (
 // waking every 20 µs for the next millisecond: 12,000–28,000 sysmon wake-ups in a
 // 63,000-request run, with 0.2–0.5 s of CPU.
 //
-// So cowfs (1) lets go-fuse size its reader pool from GOMAXPROCS as it is, then gives
-// the runtime more Ps than readers can hold (the readers plus the CPUs), so there is
+// So cowfs (1) lets go-fuse size its reader pool from GOMAXPROCS as it is, then (200 ms
+// after the mount, see mount) gives the runtime more Ps than readers can hold (the
+// readers plus the CPUs), so there is
 // always an idle P and a blocked read keeps its own; and (2) passes each request through
 // schedFS, which yields to the scheduler once a millisecond, so no P's tick stays still
 // for 10 ms. The same run then costs 28–32 µs a request (fuse-overlayfs: 33 µs), with
 // about 4,000 sysmon wake-ups. A GOMAXPROCS set in the environment is left as it is.
+
+// raiseProcsAfter is how long after the mount raiseProcs runs.
+const raiseProcsAfter = 200 * time.Millisecond
 
 // raiseProcs gives the runtime more Ps than go-fuse's readers can hold in read(2); call
 // it after fuse.NewServer (which sized its pool from the GOMAXPROCS before).
