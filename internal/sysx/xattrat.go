@@ -40,6 +40,23 @@ func fellBack(err error) bool {
 }
 
 func getxattrat(dirfd int, name, attr string, dest []byte) (int, error) {
+	return xattrat(unix.SYS_GETXATTRAT, dirfd, name, attr, dest, 0, true)
+}
+
+func setxattrat(dirfd int, name, attr string, data []byte, flags int) error {
+	_, err := xattrat(unix.SYS_SETXATTRAT, dirfd, name, attr, data, flags, true)
+	return err
+}
+
+func removexattrat(dirfd int, name, attr string) error {
+	_, err := xattrat(unix.SYS_REMOVEXATTRAT, dirfd, name, attr, nil, 0, false)
+	return err
+}
+
+// xattrat makes one of the *xattrat calls that name an attribute of entry name in dirfd:
+// getxattrat and setxattrat take the value (buf) and flags in a struct xattr_args
+// (withArgs), removexattrat takes neither.
+func xattrat(trap uintptr, dirfd int, name, attr string, buf []byte, flags int, withArgs bool) (int, error) {
 	p, err := unix.BytePtrFromString(name)
 	if err != nil {
 		return 0, err
@@ -48,14 +65,18 @@ func getxattrat(dirfd int, name, attr string, dest []byte) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	args := xattrArgs{size: uint32(len(dest))}
-	if len(dest) > 0 {
-		args.value = uint64(uintptr(unsafe.Pointer(&dest[0])))
+	var args *xattrArgs
+	var size uintptr
+	if withArgs {
+		args = &xattrArgs{size: uint32(len(buf)), flags: uint32(flags)}
+		if len(buf) > 0 {
+			args.value = uint64(uintptr(unsafe.Pointer(&buf[0])))
+		}
+		size = unsafe.Sizeof(*args)
 	}
-	n, _, errno := unix.Syscall6(unix.SYS_GETXATTRAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)),
-		unix.AT_SYMLINK_NOFOLLOW, uintptr(unsafe.Pointer(a)), uintptr(unsafe.Pointer(&args)),
-		unsafe.Sizeof(args))
-	runtime.KeepAlive(dest)
+	n, _, errno := unix.Syscall6(trap, uintptr(dirfd), uintptr(unsafe.Pointer(p)),
+		unix.AT_SYMLINK_NOFOLLOW, uintptr(unsafe.Pointer(a)), uintptr(unsafe.Pointer(args)), size)
+	runtime.KeepAlive(buf)
 	if errno != 0 {
 		return 0, errno
 	}
@@ -78,44 +99,4 @@ func listxattrat(dirfd int, name string, dest []byte) (int, error) {
 		return 0, errno
 	}
 	return int(n), nil
-}
-
-func setxattrat(dirfd int, name, attr string, data []byte, flags int) error {
-	p, err := unix.BytePtrFromString(name)
-	if err != nil {
-		return err
-	}
-	a, err := unix.BytePtrFromString(attr)
-	if err != nil {
-		return err
-	}
-	args := xattrArgs{size: uint32(len(data)), flags: uint32(flags)}
-	if len(data) > 0 {
-		args.value = uint64(uintptr(unsafe.Pointer(&data[0])))
-	}
-	_, _, errno := unix.Syscall6(unix.SYS_SETXATTRAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)),
-		unix.AT_SYMLINK_NOFOLLOW, uintptr(unsafe.Pointer(a)), uintptr(unsafe.Pointer(&args)),
-		unsafe.Sizeof(args))
-	runtime.KeepAlive(data)
-	if errno != 0 {
-		return errno
-	}
-	return nil
-}
-
-func removexattrat(dirfd int, name, attr string) error {
-	p, err := unix.BytePtrFromString(name)
-	if err != nil {
-		return err
-	}
-	a, err := unix.BytePtrFromString(attr)
-	if err != nil {
-		return err
-	}
-	_, _, errno := unix.Syscall6(unix.SYS_REMOVEXATTRAT, uintptr(dirfd), uintptr(unsafe.Pointer(p)),
-		unix.AT_SYMLINK_NOFOLLOW, uintptr(unsafe.Pointer(a)), 0, 0)
-	if errno != 0 {
-		return errno
-	}
-	return nil
 }
