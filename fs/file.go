@@ -81,7 +81,7 @@ var _ = (gofs.NodeOpener)((*node)(nil))
 
 // Open opens the object in its topmost layer, copying it up first when the open may write.
 func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32, syscall.Errno) {
-	if n.ofs.repointed(n) {
+	if n.repointed() {
 		// Replaced by a new node (admit): the kernel looks the name up again and opens
 		// that one. Also when the old node left the tree, where rel would say ENOENT.
 		return nil, 0, syscall.ESTALE

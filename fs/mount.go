@@ -52,6 +52,8 @@ type overlayFS struct {
 	regenMu   sync.Mutex
 	regen     map[[2]uint64]uint64
 	regenNext uint64
+	// anyRegen is set at the first repoint (atomic, read without regenMu).
+	anyRegen atomic.Bool
 	// xattrsAsked is when the kernel last made the daemon read an object's attributes
 	// (Unix nanoseconds; see preloadXattrs).
 	xattrsAsked atomic.Int64

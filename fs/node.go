@@ -63,6 +63,8 @@ type node struct {
 	// lowerBacked: a lower file was passed through for this node, so its upper copy is
 	// opened through a new node (admit in file.go).
 	lowerBacked bool
+	// superseded: a new node took this one's place (repoint in passthrough.go).
+	superseded bool
 }
 
 func (n *node) getLayers() []int {
@@ -122,7 +124,7 @@ func (n *node) rel() (string, syscall.Errno) {
 		// go-fuse keeps a node's parent record when a newer lookup put another node at
 		// the name (after the daemon invalidated it): that node no longer owns the path.
 		if parent == nil || parent.GetChild(name) != cur {
-			if cur == n.EmbeddedInode() && n.ofs.repointed(n) {
+			if cur == n.EmbeddedInode() && n.repointed() {
 				// A new node took the name (admit); another name of the object may
 				// still lead here. ESTALE makes the kernel look the path up afresh
 				// (retry_estale), which finds the new node.
@@ -398,7 +400,7 @@ var _ = (gofs.NodeGetattrer)((*node)(nil))
 
 // Getattr reports the topmost layer's attributes (through the open file when the name is gone).
 func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	if n.ofs.repointed(n) {
+	if n.repointed() {
 		// Names the kernel still maps to this node show the file that a new node
 		// writes (admit): their attributes must not be kept.
 		defer out.SetTimeout(time.Nanosecond)

@@ -195,6 +195,9 @@ func mountDev(mnt string) (string, error) {
 // new node, with no backing file. Objects only move up, so an object is repointed at
 // most once a node.
 func (o *overlayFS) repoint(n *node) {
+	n.mu.Lock()
+	n.superseded = true
+	n.mu.Unlock()
 	a := n.StableAttr()
 	o.regenMu.Lock()
 	defer o.regenMu.Unlock()
@@ -205,20 +208,24 @@ func (o *overlayFS) repoint(n *node) {
 		}
 		o.regenNext++
 		o.regen[k] = 1<<63 | o.regenNext
+		o.anyRegen.Store(true)
 	}
 }
 
-// repointed reports whether node n was replaced by a new node (repoint).
-func (o *overlayFS) repointed(n *node) bool {
-	a := n.StableAttr()
-	o.regenMu.Lock()
-	defer o.regenMu.Unlock()
-	_, ok := o.regen[[2]uint64{a.Ino, a.Gen}]
-	return ok
+// repointed reports whether node n was replaced by a new node (repoint). Asked on
+// every GETATTR: the node's own flag, not the mount's map and lock.
+func (n *node) repointed() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.superseded
 }
 
 // regenOf is the generation of the newest node of the object a lookup found as (ino, gen).
+// Asked on every lookup: nothing to look at until a first repoint.
 func (o *overlayFS) regenOf(ino, gen uint64) uint64 {
+	if !o.anyRegen.Load() {
+		return gen
+	}
 	o.regenMu.Lock()
 	defer o.regenMu.Unlock()
 	for {

@@ -83,7 +83,7 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 	// or utimes was followed by a GETATTR). go-fuse puts the node's number into a
 	// GETATTR reply, not into this one: a copied-up object's real number is not its own.
 	out.Ino = n.StableAttr().Ino
-	if n.ofs.repointed(n) {
+	if n.repointed() {
 		out.SetTimeout(time.Nanosecond) // as in Getattr
 	} else {
 		out.SetTimeout(kernelTimeout)
