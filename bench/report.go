@@ -129,6 +129,8 @@ func (r *results) write(ctx context.Context) error {
 		len(st.Files), st.LayerFiles, st.Overlaps, st.Whiteouts, cfg.bigSize>>20, cfg.fioSize>>20, st.Dir)
 	p("- **Method:** medians of %d runs; each run of a workload visits kernel, fuse-overlayfs, cowfs in turn; every run has a fresh "+
 		"upper and work directory (on the layers' filesystem) and a fresh mount; setup is untimed; `sync` before each timed part; "+
+		"a run's directory is deleted after it, then written back and the page cache dropped (`echo 1`), so the next run's inode allocations do not "+
+		"scan past the ones just freed (ext4 without a journal, as here, avoids reusing an inode for 60 s after its deletion while its table block is cached); "+
 		"\"cold\" = `echo 3 > /proc/sys/vm/drop_caches` right before it. Kernel mounts use `redirect_dir=off,index=off,metacopy=off`, except the metacopy workload's (`redirect_dir=on,index=off,metacopy=on`). "+
 		"Times are wall-clock seconds of the workload command alone; smaller is better everywhere, so a ratio above 1 means slower (or bigger).\n\n", cfg.runs)
 	if len(r.done) < len(r.ws) {
