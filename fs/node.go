@@ -361,12 +361,17 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	}
 	fds := lookup.NewDirFds(n.ofs.stack, rel)
 	defer fds.Close()
-	return n.lookupIn(ctx, fds, rel, name, out)
+	return n.lookupIn(ctx, fds, rel, name, false, out)
 }
 
-// lookupIn resolves name in n (at rel, whose layer fds are fds) and fills out.
-func (n *node) lookupIn(ctx context.Context, fds *lookup.DirFds, rel, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	e, err := n.ofs.res.LookupIn(fds, n.dir(rel), name)
+// lookupIn resolves name in n (at rel, whose layer fds are fds) and fills out; listed
+// tells it is an entry of a READDIRPLUS (lookup.Resolver.LookupListed).
+func (n *node) lookupIn(ctx context.Context, fds *lookup.DirFds, rel, name string, listed bool, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	resolve := n.ofs.res.LookupIn
+	if listed {
+		resolve = n.ofs.res.LookupListed
+	}
+	e, err := resolve(fds, n.dir(rel), name)
 	if err != nil {
 		return nil, toErrno(err)
 	}

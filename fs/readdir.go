@@ -281,7 +281,7 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		}
 		d.fds, d.fdsRel = lookup.NewDirFds(d.n.ofs.stack, rel), rel
 	}
-	return d.n.lookupIn(ctx, d.fds, d.fdsRel, name, out)
+	return d.n.lookupIn(ctx, d.fds, d.fdsRel, name, true, out)
 }
 
 func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {

@@ -90,6 +90,38 @@ func TestCacheGenerations(t *testing.T) {
 	}
 }
 
+func TestListedLookupsReadButDoNotFillTheCache(t *testing.T) {
+	s, upper := cacheStack(t)
+	c := newTestCache(t)
+	r := New(s, c)
+	dir := Dir{ID: 3, Gen: 1, Layers: []int{0, 1}}
+	fds := NewDirFds(s, "")
+	t.Cleanup(fds.Close)
+
+	if _, err := r.LookupListed(fds, dir, "f"); err != nil {
+		t.Fatal(err)
+	}
+	c.c.Wait()
+	if got, ok := c.get(dir, "f"); ok {
+		t.Fatalf("a listed lookup filled the cache: %+v", got)
+	}
+	// A LOOKUP fills it; a listed lookup then answers from it: the whiteout made
+	// behind the resolver's back is not seen until the generation changes.
+	if _, err := r.LookupIn(fds, dir, "f"); err != nil {
+		t.Fatal(err)
+	}
+	c.c.Wait()
+	if _, ok := c.get(dir, "f"); !ok {
+		t.Fatal("LookupIn did not fill the cache")
+	}
+	if err := unix.Mknod(filepath.Join(upper, "f"), unix.S_IFCHR, 0); err != nil {
+		t.Fatal(err)
+	}
+	if e, err := r.LookupListed(fds, dir, "f"); err != nil || !slices.Equal(e.Layers, []int{1}) {
+		t.Errorf("listed lookup = %+v, %v; want the cached f of layer 1", e, err)
+	}
+}
+
 func TestCacheNeverAnswersForAnotherKey(t *testing.T) {
 	s, _ := cacheStack(t)
 	e := Entry{Layers: []int{1}, Mode: unix.S_IFREG, Ino: 77}
