@@ -175,6 +175,7 @@ func (n *node) admit(h *handle) int {
 	default:
 		n.cachedOpen++
 	}
+	n.opens++
 	return admitted
 }
 
@@ -242,11 +243,12 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 	if h.fd >= 0 {
 		unix.Close(h.fd)
 		h.fd = -1
+		h.n.mu.Lock()
 		if !h.passthrough {
-			h.n.mu.Lock()
 			h.n.cachedOpen--
-			h.n.mu.Unlock()
 		}
+		h.n.opens--
+		h.n.mu.Unlock()
 	}
 	return 0
 }

@@ -39,6 +39,7 @@ type overlayFS struct {
 	res   *lookup.Resolver
 	cache *lookup.Cache
 	cp    *copyup.Copier // nil when read-only
+	reap  *reaper        // nil when read-only (reap.go)
 	root  *node
 	// nextID numbers directories for the lookup cache.
 	nextID atomic.Uint64
@@ -238,6 +239,7 @@ func newOverlayFS(stack *layers.Stack) (*overlayFS, error) {
 	ofs := &overlayFS{stack: stack, cache: cache, res: lookup.New(stack, cache)}
 	if stack.Writable {
 		ofs.cp = copyup.New(stack)
+		ofs.reap = newReaper(stack.Work)
 	}
 	all := make([]int, len(stack.Layers))
 	for i := range all {
@@ -248,6 +250,9 @@ func newOverlayFS(stack *layers.Stack) (*overlayFS, error) {
 }
 
 func (o *overlayFS) close() {
+	if o.reap != nil {
+		o.reap.close()
+	}
 	o.cache.Close()
 	o.stack.Close()
 }

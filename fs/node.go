@@ -58,6 +58,9 @@ type node struct {
 	// cachedOpen counts the open files of this node that are not passed through (see
 	// handle.passthrough and admit in file.go).
 	cachedOpen int32
+	// opens counts all its open files (admitted handles not yet released): an UNLINK
+	// defers the unlink only of a file with none (reap.go).
+	opens int32
 	// anon marks a file made with O_TMPFILE that has no name yet.
 	anon bool
 	// lowerBacked: a lower file was passed through for this node, so its upper copy is
@@ -225,6 +228,13 @@ func (n *node) remember(st *unix.Stat_t) {
 }
 
 // unlinked records that one name of the node was removed.
+// isOpen reports whether a file of ours is open on n.
+func (n *node) isOpen() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.opens > 0
+}
+
 func (n *node) unlinked() {
 	n.mu.Lock()
 	if n.last.nlink > 0 {

@@ -208,16 +208,24 @@ func (r *removal) remove(isDir bool) syscall.Errno {
 	}
 	if needWhiteout && st.Format.CharDev {
 		// Atomically swap the upper entry for a whiteout, then drop it from the work dir.
+		later := !isDir && r.canDefer(up)
 		tmp := n.ofs.cp.TempName()
 		if err := unix.Renameat2(up, name, st.Work, tmp, unix.RENAME_WHITEOUT); err == nil {
 			n.changed()
+			if later && n.ofs.reap.add(tmp) {
+				return 0
+			}
 			if err := layers.RemoveAt(st.Work, tmp); err != nil {
 				return toErrno(err)
 			}
 			return 0
 		}
 	}
-	if err := n.ofs.removeUpper(up, name, isDir); err != nil {
+	if !isDir && r.canDefer(up) {
+		if err := n.ofs.unlinkLater(up, name); err != nil {
+			return toErrno(err)
+		}
+	} else if err := n.ofs.removeUpper(up, name, isDir); err != nil {
 		return toErrno(err)
 	}
 	if needWhiteout {
@@ -228,6 +236,35 @@ func (r *removal) remove(isDir bool) syscall.Errno {
 	}
 	n.changed()
 	return 0
+}
+
+// canDefer reports whether the upper file being removed may be unlinked later (reap.go):
+// a regular file with one link that no file of ours holds open.
+func (r *removal) canDefer(up int) bool {
+	if r.n.ofs.reap == nil || r.e.Mode != unix.S_IFREG {
+		return false
+	}
+	if c := r.n.child(r.name); c != nil && c.isOpen() {
+		return false
+	}
+	var st unix.Stat_t
+	if err := unix.Fstatat(up, r.name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return false
+	}
+	return st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink == 1
+}
+
+// unlinkLater moves the file name of the upper directory up to the work dir and hands
+// it to the reaper, or unlinks it in place if either fails.
+func (o *overlayFS) unlinkLater(up int, name string) error {
+	tmp := o.cp.TempName()
+	if err := unix.Renameat(up, name, o.stack.Work, tmp); err != nil {
+		return unix.Unlinkat(up, name, 0)
+	}
+	if o.reap.add(tmp) {
+		return nil
+	}
+	return unix.Unlinkat(o.stack.Work, tmp, 0)
 }
 
 // removeUpper removes name from the upper directory up; a directory that still holds

@@ -1,6 +1,10 @@
 package integration
 
 import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -103,5 +107,65 @@ func TestCreateRemove(t *testing.T) {
 			checkUpper: allOf(upperIs("new/f", "absent"), upperIs("new/sub", "absent"), upperIs("d", "whiteout"),
 				upperIs("a", "whiteout")),
 		},
+		{
+			// cowfs unlinks a file nobody holds later (fs/reap.go); these must not see it.
+			// The reaper holds every unlink until the unmount, so a file deferred by
+			// mistake would still show its links here.
+			name:   "an unlinked file held open has no links at once, and a hard link's count drops at once",
+			lowers: []layer{lower},
+			opts:   mountOpts{env: []string{"COWFS_TEST_REAP_HOLD=1"}},
+			upper:  layer{"u": dir(), "u/open": file("still here"), "u/g": file("g"), "u/plain": file("p")},
+			op: ops(func(r *rec) {
+				fd, err := unix.Open(r.p("u/open"), unix.O_RDONLY, 0)
+				r.errno("open u/open", err)
+				r.errno("link u/g u/g2", unix.Link(r.p("u/g"), r.p("u/g2")))
+				r.errno("unlink u/open", unix.Unlink(r.p("u/open")))
+				if err == nil {
+					r.fstat(fd)
+					r.fdRead(fd, "read u/open after its unlink")
+					unix.Close(fd)
+				}
+				r.errno("unlink u/g", unix.Unlink(r.p("u/g")))
+				r.val("links of u/g2", r.nlink("u/g2"))
+				r.errno("unlink u/plain", unix.Unlink(r.p("u/plain")))
+				r.errno("unlink u/plain again", unix.Unlink(r.p("u/plain")))
+				r.ls("u")
+			}),
+			want: []string{"unlink u/plain again: ENOENT", "links of u/g2: 1",
+				"read u/open after its unlink: " + dataString([]byte("still here"))},
+			checkUpper: allOf(upperIs("u/open", "absent"), upperIs("u/g", "absent"), upperIs("u/plain", "absent"),
+				upperIs("u/g2", "file")),
+		},
 	})
+}
+
+// TestDeferredUnlinks removes more files than the reaper queues (fs/reap.go), with the
+// reaper holding them all until the unmount: every name is gone when rm returns, and
+// the unmount leaves the work dir empty.
+func TestDeferredUnlinks(t *testing.T) {
+	requireMounts(t)
+	m := newTestMountOpts(t, fuseKind, mountOpts{env: []string{"COWFS_TEST_REAP_HOLD=1"}}, layer{"a": file("lower a")}, layer{})
+	const n = 700 // more than reapQueue (256): the full-queue path runs too
+	for i := range n {
+		if err := os.WriteFile(filepath.Join(m.dir, fmt.Sprintf("f%d", i)), []byte("data"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n {
+		if err := os.Remove(filepath.Join(m.dir, fmt.Sprintf("f%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names, err := readDirNames(m.dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(names, []string{"a"}) {
+		t.Errorf("merged dir holds %d names after the removals, want only a", len(names))
+	}
+	if up, err := readDirNames(m.upper); err != nil || len(up) != 0 {
+		t.Errorf("upper holds %q (%v), want nothing", up, err)
+	}
+	m.unmount()
+	checkWorkEmpty(t, m)
 }

@@ -1,0 +1,75 @@
+package fs
+
+import (
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// Deferred unlinks.
+//
+// Unlinking a file frees its blocks, and on this machine's ext4 (mounted with
+// `discard`, no journal) that waits for the discard: 200 µs for a small synced file,
+// against 10 µs for a rename. So an UNLINK of an upper file that nothing else holds
+// renames it into the work dir, answers, and leaves the unlink to a goroutine: the
+// caller's next request runs while the disk works. `rm -rf` of 20,000 files and 2,407
+// directories: 17.3 s before (fuse-overlayfs 12.4 s, which also renames into its work
+// dir and unlinks later; kernel overlayfs 6-7 s). The name is gone when the UNLINK is
+// answered, and the object shows no links to anyone who can still see it: only a
+// regular file with one link and no open file of ours is deferred (open ones and hard
+// links are unlinked in place, so fstat and the other names' link counts are right at
+// once). At most reapQueue files wait, so the space comes back at most about 50 ms
+// late; a full queue makes the UNLINK unlink the file itself. The unmount waits for
+// the queue to drain, and a crash leaves the files in the work dir, which every
+// mount empties (layers.Open).
+
+// reapQueue is how many moved files may wait for their unlink.
+const reapQueue = 256
+
+// reapHoldEnv, set (to anything), makes the reaper hold every unlink until the unmount,
+// so that tests can see what a user could see while an unlink waits.
+const reapHoldEnv = "COWFS_TEST_REAP_HOLD"
+
+// reaper unlinks the files handed to it, in the work dir, in order.
+type reaper struct {
+	work    int
+	names   chan string
+	closing chan struct{} // closed by close, before names
+	done    chan struct{}
+}
+
+func newReaper(work int) *reaper {
+	r := &reaper{work: work, names: make(chan string, reapQueue),
+		closing: make(chan struct{}), done: make(chan struct{})}
+	go r.run(os.Getenv(reapHoldEnv) != "")
+	return r
+}
+
+func (r *reaper) run(hold bool) {
+	defer close(r.done)
+	if hold {
+		<-r.closing
+	}
+	for name := range r.names {
+		// An error leaves the file in the work dir, which the next mount empties;
+		// nothing else names it.
+		_ = unix.Unlinkat(r.work, name, 0)
+	}
+}
+
+// add queues the work-dir file name; false when the queue is full.
+func (r *reaper) add(name string) bool {
+	select {
+	case r.names <- name:
+		return true
+	default:
+		return false
+	}
+}
+
+// close waits for every queued unlink; no add may come after it.
+func (r *reaper) close() {
+	close(r.closing)
+	close(r.names)
+	<-r.done
+}
