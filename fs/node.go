@@ -227,7 +227,6 @@ func (n *node) remember(st *unix.Stat_t) {
 	n.mu.Unlock()
 }
 
-// unlinked records that one name of the node was removed.
 // isOpen reports whether a file of ours is open on n.
 func (n *node) isOpen() bool {
 	n.mu.Lock()
@@ -235,6 +234,7 @@ func (n *node) isOpen() bool {
 	return n.opens > 0
 }
 
+// unlinked records that one name of the node was removed.
 func (n *node) unlinked() {
 	n.mu.Lock()
 	if n.last.nlink > 0 {
