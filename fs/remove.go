@@ -247,9 +247,12 @@ func (r *removal) canDefer(up int) bool {
 	if c := r.n.child(r.name); c != nil && c.isOpen() {
 		return false
 	}
-	var st unix.Stat_t
-	if err := unix.Fstatat(up, r.name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return false
+	st := r.e.Stat // the upper copy's, as this removal's lookup read it
+	if st == nil { // the lookup came from the cache
+		st = new(unix.Stat_t)
+		if err := unix.Fstatat(up, r.name, st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return false
+		}
 	}
 	return st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink == 1
 }
