@@ -206,22 +206,16 @@ func (r *removal) remove(isDir bool) syscall.Errno {
 		n.changed()
 		return 0
 	}
+	later := !isDir && r.canDefer(up)
 	if needWhiteout && st.Format.CharDev {
 		// Atomically swap the upper entry for a whiteout, then drop it from the work dir.
-		later := !isDir && r.canDefer(up)
 		tmp := n.ofs.cp.TempName()
 		if err := unix.Renameat2(up, name, st.Work, tmp, unix.RENAME_WHITEOUT); err == nil {
 			n.changed()
-			if later && n.ofs.reap.add(tmp) {
-				return 0
-			}
-			if err := layers.RemoveAt(st.Work, tmp); err != nil {
-				return toErrno(err)
-			}
-			return 0
+			return toErrno(n.ofs.dropWork(tmp, later))
 		}
 	}
-	if !isDir && r.canDefer(up) {
+	if later {
 		if err := n.ofs.unlinkLater(up, name); err != nil {
 			return toErrno(err)
 		}
@@ -264,10 +258,16 @@ func (o *overlayFS) unlinkLater(up int, name string) error {
 	if err := unix.Renameat(up, name, o.stack.Work, tmp); err != nil {
 		return unix.Unlinkat(up, name, 0)
 	}
-	if o.reap.add(tmp) {
+	return o.dropWork(tmp, true)
+}
+
+// dropWork removes tmp, moved to the work dir by a removal: by the reaper if later and
+// its queue has room, else at once.
+func (o *overlayFS) dropWork(tmp string, later bool) error {
+	if later && o.reap.add(tmp) {
 		return nil
 	}
-	return unix.Unlinkat(o.stack.Work, tmp, 0)
+	return layers.RemoveAt(o.stack.Work, tmp)
 }
 
 // removeUpper removes name from the upper directory up; a directory that still holds
