@@ -109,11 +109,10 @@ func TestCreateRemove(t *testing.T) {
 		},
 		{
 			// cowfs unlinks a file nobody holds later (fs/reap.go); these must not see it.
-			// The reaper holds every unlink until the unmount, so a file deferred by
-			// mistake would still show its links here.
+			// The reaper holds every unlink until the unmount (reapHold), so a file
+			// deferred by mistake would still show its links here.
 			name:   "an unlinked file held open has no links at once, and a hard link's count drops at once",
 			lowers: []layer{lower},
-			opts:   mountOpts{env: []string{"COWFS_TEST_REAP_HOLD=1"}},
 			upper:  layer{"u": dir(), "u/open": file("still here"), "u/g": file("g"), "u/plain": file("p")},
 			op: ops(func(r *rec) {
 				fd, err := unix.Open(r.p("u/open"), unix.O_RDONLY, 0)
@@ -136,6 +135,28 @@ func TestCreateRemove(t *testing.T) {
 			checkUpper: allOf(upperIs("u/open", "absent"), upperIs("u/g", "absent"), upperIs("u/plain", "absent"),
 				upperIs("u/g2", "file")),
 		},
+		{
+			// Copying up a lower hard link breaks the link and gives the name a new inode
+			// number, so a new node; the file opened for the copy-up stays with the old
+			// node, and the unlink must still see that it is open (differential seed 25).
+			name:   "an unlinked lower hard link held open since its copy-up has no links at once",
+			lowers: []layer{{"h": file("lower h"), "d/h": hardlink("h")}},
+			op: ops(func(r *rec) {
+				fd, err := unix.Open(r.p("d/h"), unix.O_RDWR, 0)
+				r.errno("open d/h for writing", err)
+				if err != nil {
+					return
+				}
+				defer unix.Close(fd)
+				r.errno("unlink d/h", unix.Unlink(r.p("d/h")))
+				_, err = unix.Pwrite(fd, []byte("written"), 0)
+				r.errno("write d/h after its unlink", err)
+				r.fstat(fd)
+				r.val("links of h", r.nlink("h"))
+			}),
+			want:       []string{"fstat: file 0644 0:0 nlink=0 size=7", "links of h: 2"},
+			checkUpper: allOf(upperIs("d/h", "whiteout")),
+		},
 	})
 }
 
@@ -144,7 +165,7 @@ func TestCreateRemove(t *testing.T) {
 // the unmount leaves the work dir empty.
 func TestDeferredUnlinks(t *testing.T) {
 	requireMounts(t)
-	m := newTestMountOpts(t, fuseKind, mountOpts{env: []string{"COWFS_TEST_REAP_HOLD=1"}}, layer{"a": file("lower a")}, layer{})
+	m := newTestMountOpts(t, fuseKind, mountOpts{env: []string{reapHold}}, layer{"a": file("lower a")}, layer{})
 	const n = 700 // more than reapQueue (256): the full-queue path runs too
 	for i := range n {
 		if err := os.WriteFile(filepath.Join(m.dir, fmt.Sprintf("f%d", i)), []byte("data"), 0o644); err != nil {

@@ -198,7 +198,7 @@ func runDiff(t *testing.T, c diffCase, gen *opGen, nOps int, stats *diffStats) (
 	}()
 	if !tb.try(func() {
 		km = newTestMount(tb, kernelKind, layers...)
-		fm = newTestMount(tb, fuseKind, layers...)
+		fm = newTestMountOpts(tb, fuseKind, mountOpts{env: []string{reapHold}}, layers...)
 	}) {
 		return nil, &divergence{class: "setup", detail: strings.Join(tb.errs, "\n")}
 	}

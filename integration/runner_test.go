@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -48,6 +49,12 @@ type behaviourCase struct {
 	upperDiffers string
 }
 
+// reapHold makes cowfs hold every deferred unlink until the unmount (fs/reap.go), for
+// behaviour cases and differential runs: a file whose unlink was deferred by mistake
+// then shows its links in every run, not only when the reaper happens to be slow
+// (differential seed 25 failed in CI that way, once).
+const reapHold = "COWFS_TEST_REAP_HOLD=1"
+
 // outcome is what one run of a case left behind.
 type outcome struct {
 	res    result
@@ -85,7 +92,11 @@ func runOnce(t *testing.T, kind mountKind, c behaviourCase) *outcome {
 	if layers[len(layers)-1] == nil {
 		layers[len(layers)-1] = layer{}
 	}
-	m := newTestMountOpts(t, kind, c.opts, layers...)
+	mo := c.opts
+	if kind == fuseKind {
+		mo.env = append(slices.Clone(mo.env), reapHold)
+	}
+	m := newTestMountOpts(t, kind, mo, layers...)
 	lowersBefore := make([]snapshot, len(m.lowers))
 	for i, l := range m.lowers {
 		lowersBefore[i] = takeSnapshot(l, lowerDir)
