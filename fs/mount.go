@@ -108,7 +108,7 @@ func Mount(opts layers.Options) (*Mounted, error) {
 		AllowOther:           opts.AllowOther || os.Geteuid() == 0,
 		DirectMount:          os.Geteuid() == 0,
 		MaxWrite:             1 << 20,
-		ExtraCapabilities:    fuse.CAP_HANDLE_KILLPRIV_V2,
+		ExtraCapabilities:    fuse.CAP_HANDLE_KILLPRIV_V2 | fuse.CAP_ATOMIC_O_TRUNC,
 		EnableSymlinkCaching: true,
 		// POSIX ACLs: the kernel checks them (default_permissions alone looks at the
 		// mode bits only) and caches them per inode, so `ls -l` does not ask the

@@ -67,6 +67,16 @@ func TestDiffRegress(t *testing.T) {
 			}),
 		}},
 		{behaviourCase: behaviourCase{
+			// FUSE sends O_TRUNC to the daemon only with FUSE_ATOMIC_O_TRUNC; without, the
+			// read-only open went to the lower file and the truncation to its copy-up.
+			name:   "differential seed 151218807342181: a read-only open with O_TRUNC of a lower file reads nothing",
+			lowers: []layer{{"sub": file("HIJKLMNOPQRSTUVWXYZABCDHIJKLMNOPQ")}, {}},
+			op: ops(func(r *rec) {
+				r.observe()
+				r.diffStep(dop{kind: dOpen, path: "sub", flags: unix.O_TRUNC, mode: 0o644, off: 64, n: 35, seed: 21})
+			}),
+		}},
+		{behaviourCase: behaviourCase{
 			name: "differential seed 29: linking one lower hard link after writing the other keeps the write",
 			lowers: []layer{{
 				"a": file("IJKLMNOPQRSTU"), "b": hardlink("a"),
