@@ -129,6 +129,9 @@ func (n *node) copyUpNotify(kind copyKind, notifyNow bool) syscall.Errno {
 			// open on it, and rel() no longer gives it the name. The kernel takes the
 			// directory's lock for that, so not while it holds it.
 			_, name := sysx.Split(rel)
+			n.mu.Lock()
+			n.superseded = true // Open and Getattr send the kernel to the new node
+			n.mu.Unlock()
 			// The attributes the kernel holds for this node (the lower file's nlink)
 			// are no longer right; it asks again (see Getattr) after this.
 			n.NotifyContent(-1, 0)

@@ -280,7 +280,6 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	child := in.Operations().(*node)
 	h := &handle{n: child, fd: fd, layer: layers.Upper, flags: f}
 	child.admit(h) // a new node on the upper layer: always admitted
-	h.holdUpper(c.st.Ino)
 	return in, h, fuse.FOPEN_KEEP_CACHE, 0
 }
 

@@ -24,9 +24,6 @@ type handle struct {
 	// and writes the layer file itself (see passthrough.go and admit); otherwise the
 	// handle counts in its node's cachedOpen until it is released.
 	passthrough bool
-	// upIno (guarded by mu) is the inode number of the upper file fd is open on, counted
-	// in the mount's reaper (hold) until the release; 0 for a lower file.
-	upIno uint64
 }
 
 var (
@@ -96,6 +93,13 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		if errno := n.copyUp(int(flags)&unix.O_TRUNC != 0); errno != 0 {
 			return nil, 0, errno
 		}
+		if n.repointed() {
+			// The copy-up gave a lower hard link a number of its own, so a new node
+			// (copyUpNotify): the kernel retries the open there (as for admitRepoint).
+			// A file written through this node would change the object behind the
+			// new node's back: the kernel would keep the size it cached for it.
+			return nil, 0, syscall.ESTALE
+		}
 	}
 	rel, errno := n.rel()
 	if errno != 0 {
@@ -129,9 +133,6 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 			// attributes it keeps: drop them (Getattr keeps no new ones).
 			n.NotifyContent(-1, 0)
 			return nil, 0, syscall.ESTALE
-		}
-		if li == layers.Upper {
-			h.holdUpper(0)
 		}
 		return h, fuse.FOPEN_KEEP_CACHE, 0
 	}
@@ -217,27 +218,7 @@ func (h *handle) readFd() (int, syscall.Errno) {
 	}
 	unix.Close(h.fd)
 	h.fd, h.layer = fd, layers.Upper
-	h.holdUpper(0)
 	return fd, 0
-}
-
-// holdUpper counts h in the mount's reaper as an open file of the upper file with inode
-// number ino (0: fstat h's fd to learn it), so that an UNLINK of that file's name does
-// not defer its unlink (canDefer). Called with h.mu held, or before h is shared.
-func (h *handle) holdUpper(ino uint64) {
-	r := h.n.ofs.reap
-	if r == nil {
-		return
-	}
-	if ino == 0 {
-		var st unix.Stat_t
-		if unix.Fstat(h.fd, &st) != nil {
-			return
-		}
-		ino = st.Ino
-	}
-	h.upIno = ino
-	r.hold(ino)
 }
 
 func (h *handle) Read(ctx context.Context, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
@@ -275,8 +256,6 @@ func (h *handle) Release(ctx context.Context) syscall.Errno {
 		}
 		h.n.opens--
 		h.n.mu.Unlock()
-		h.n.ofs.reap.release(h.upIno)
-		h.upIno = 0
 	}
 	return 0
 }

@@ -66,7 +66,9 @@ type node struct {
 	// lowerBacked: a lower file was passed through for this node, so its upper copy is
 	// opened through a new node (admit in file.go).
 	lowerBacked bool
-	// superseded: a new node took this one's place (repoint in passthrough.go).
+	// superseded: a new node took this one's place, or will at the name's next lookup:
+	// repoint (passthrough.go), or a copy-up that gave a lower hard link a number of
+	// its own (copyUpNotify).
 	superseded bool
 }
 
@@ -416,8 +418,16 @@ var _ = (gofs.NodeGetattrer)((*node)(nil))
 // Getattr reports the topmost layer's attributes (through the open file when the name is gone).
 func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut) syscall.Errno {
 	if n.repointed() {
-		// Names the kernel still maps to this node show the file that a new node
-		// writes (admit): their attributes must not be kept.
+		if f == nil {
+			// Asked for a name (stat), not for an open file of this node (go-fuse
+			// passes any open file along): ESTALE makes the kernel look the name up
+			// afresh (retry_estale), which finds the new node and its number. Until
+			// then the kernel may still map the name here, for a moment after a LINK
+			// or RENAME, whose copy-up tells it only after the reply (copyUpInDirOp).
+			return syscall.ESTALE
+		}
+		// Files open on this node show the file that a new node writes (admit):
+		// their attributes must not be kept.
 		defer out.SetTimeout(time.Nanosecond)
 	}
 	rel, errno := n.rel()

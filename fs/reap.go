@@ -2,7 +2,6 @@ package fs
 
 import (
 	"os"
-	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -37,18 +36,11 @@ type reaper struct {
 	names   chan string
 	closing chan struct{} // closed by close, before names
 	done    chan struct{}
-
-	// heldMu guards held: how many open files of ours hold each upper file, by inode
-	// number. An open file can belong to another node than the name's: a lower hard
-	// link copied up gets a new inode number, so the name gets a new node, and the
-	// file opened for the copy-up stays with the old one (differential seed 25).
-	heldMu sync.Mutex
-	held   map[uint64]int32
 }
 
 func newReaper(work int) *reaper {
 	r := &reaper{work: work, names: make(chan string, reapQueue),
-		closing: make(chan struct{}), done: make(chan struct{}), held: map[uint64]int32{}}
+		closing: make(chan struct{}), done: make(chan struct{})}
 	go r.run(os.Getenv(reapHoldEnv) != "")
 	return r
 }
@@ -80,33 +72,4 @@ func (r *reaper) close() {
 	close(r.closing)
 	close(r.names)
 	<-r.done
-}
-
-// hold counts an open file of the upper file with inode number ino (0: none, no-op).
-func (r *reaper) hold(ino uint64) {
-	if r == nil || ino == 0 {
-		return
-	}
-	r.heldMu.Lock()
-	r.held[ino]++
-	r.heldMu.Unlock()
-}
-
-// release undoes one hold(ino).
-func (r *reaper) release(ino uint64) {
-	if r == nil || ino == 0 {
-		return
-	}
-	r.heldMu.Lock()
-	if r.held[ino]--; r.held[ino] <= 0 {
-		delete(r.held, ino)
-	}
-	r.heldMu.Unlock()
-}
-
-// isHeld reports whether an open file of ours holds the upper file with inode number ino.
-func (r *reaper) isHeld(ino uint64) bool {
-	r.heldMu.Lock()
-	defer r.heldMu.Unlock()
-	return r.held[ino] > 0
 }

@@ -233,8 +233,7 @@ func (r *removal) remove(isDir bool) syscall.Errno {
 }
 
 // canDefer reports whether the upper file being removed may be unlinked later (reap.go):
-// a regular file with one link that no file of ours holds open, neither through the
-// name's node nor through another (reaper.held).
+// a regular file with one link that no file of ours holds open.
 func (r *removal) canDefer(up int) bool {
 	if r.n.ofs.reap == nil || r.e.Mode != unix.S_IFREG {
 		return false
@@ -249,7 +248,7 @@ func (r *removal) canDefer(up int) bool {
 			return false
 		}
 	}
-	return st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink == 1 && !r.n.ofs.reap.isHeld(st.Ino)
+	return st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink == 1
 }
 
 // unlinkLater moves the file name of the upper directory up to the work dir and hands

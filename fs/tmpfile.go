@@ -57,7 +57,6 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	in := n.NewInode(ctx, child, gofs.StableAttr{Mode: unix.S_IFREG, Ino: lookup.MapIno(n.ofs.stack, layers.Upper, st.Ino)})
 	h := &handle{n: in.Operations().(*node), fd: fd, layer: layers.Upper, flags: f}
 	h.n.admit(h)
-	h.holdUpper(st.Ino)
 	return in, h, fuse.FOPEN_KEEP_CACHE, 0
 }
 

@@ -136,9 +136,10 @@ func TestCreateRemove(t *testing.T) {
 				upperIs("u/g2", "file")),
 		},
 		{
-			// Copying up a lower hard link breaks the link and gives the name a new inode
-			// number, so a new node; the file opened for the copy-up stays with the old
-			// node, and the unlink must still see that it is open (differential seed 25).
+			// Copying up a lower hard link breaks the link and gives the name a number of
+			// its own, so a new node. The open that copies it up must end on the new node
+			// (cowfs answers ESTALE, the kernel retries): a file open on the old one is
+			// one the unlink does not see (differential seed 25).
 			name:   "an unlinked lower hard link held open since its copy-up has no links at once",
 			lowers: []layer{{"h": file("lower h"), "d/h": hardlink("h")}},
 			op: ops(func(r *rec) {
