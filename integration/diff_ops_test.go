@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -103,24 +102,9 @@ const openFlags = unix.O_NONBLOCK | unix.O_CLOEXEC
 // diffStep applies op and then observes the whole merged tree. The
 // differential runner and the reproducers it prints both go through here.
 func (r *rec) diffStep(op dop) {
-	// See intendedDifferences, "renumbering after link or rename": a link or rename
-	// of one name of a hard link waits for cowfs's invalidation to land.
-	settle := false
-	if op.kind == dLink || op.kind == dRename {
-		var st unix.Stat_t
-		settle = unix.Lstat(r.p(op.path), &st) == nil && st.Mode&unix.S_IFMT != unix.S_IFDIR && st.Nlink > 1
-	}
 	r.apply(op)
-	if settle {
-		time.Sleep(renumberSettle)
-	}
 	r.observe()
 }
-
-// renumberSettle is how long observe waits after a link or rename of a hard link for
-// cowfs's invalidation of the renumbered name to reach the kernel (it can only be sent
-// after the reply; a loaded machine needs tens of milliseconds).
-const renumberSettle = 150 * time.Millisecond
 
 // apply runs one operation and records every errno and datum it sees.
 func (r *rec) apply(op dop) {

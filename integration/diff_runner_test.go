@@ -90,14 +90,6 @@ var intendedDifferences = []intendedDifference{
 		reason:    "cowfs numbers inodes its own way; only stability within a sequence is specified",
 		appliedBy: "observe, which records whether st_ino changed and which paths share one, not the numbers",
 	},
-	{
-		name: "renumbering after link or rename",
-		reason: "linking or renaming one name of a lower hard link copies it up and gives it a number " +
-			"of its own, as in the kernel; cowfs tells the kernel to look the name up again, which it " +
-			"can only do after replying (the kernel holds the directory's lock for the request), so for " +
-			"microseconds the old number shows",
-		appliedBy: "diffStep, which waits renumberSettle after a link or rename of a hard link before it observes (both mounts)",
-	},
 }
 
 // diffCase is a stack and a sequence of operations.
