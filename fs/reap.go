@@ -3,7 +3,7 @@ package fs
 import (
 	"os"
 
-	"golang.org/x/sys/unix"
+	"github.com/cowfs/cowfs/layers"
 )
 
 // Deferred unlinks.
@@ -21,7 +21,8 @@ import (
 // once). At most reapQueue files wait, so the space comes back at most about 50 ms
 // late; a full queue makes the UNLINK unlink the file itself. The unmount waits for
 // the queue to drain, and a crash leaves the files in the work dir, which every
-// mount empties (layers.Open).
+// mount empties (layers.Open). An empty upper directory is removed the same way
+// (rmdirUpper): 2,407 of them in the same rm -rf, 330 µs each in place.
 
 // reapQueue is how many moved files may wait for their unlink.
 const reapQueue = 256
@@ -51,9 +52,9 @@ func (r *reaper) run(hold bool) {
 		<-r.closing
 	}
 	for name := range r.names {
-		// An error leaves the file in the work dir, which the next mount empties;
-		// nothing else names it.
-		_ = unix.Unlinkat(r.work, name, 0)
+		// An error leaves the file or directory in the work dir, which the next
+		// mount empties; nothing else names it.
+		_ = layers.RemoveAt(r.work, name)
 	}
 }
 

@@ -149,7 +149,7 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 			if errno != 0 {
 				return errno
 			}
-			err := unix.Unlinkat(up, name, unix.AT_REMOVEDIR)
+			err := n.ofs.rmdirUpper(up, name)
 			if err == nil {
 				n.changed()
 				removed = true
@@ -216,7 +216,7 @@ func (r *removal) remove(isDir bool) syscall.Errno {
 		}
 	}
 	if later {
-		if err := n.ofs.unlinkLater(up, name); err != nil {
+		if err := n.ofs.unlinkLater(up, name, 0); err != nil {
 			return toErrno(err)
 		}
 	} else if err := n.ofs.removeUpper(up, name, isDir); err != nil {
@@ -251,14 +251,50 @@ func (r *removal) canDefer(up int) bool {
 	return st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink == 1
 }
 
-// unlinkLater moves the file name of the upper directory up to the work dir and hands
-// it to the reaper, or unlinks it in place if either fails.
-func (o *overlayFS) unlinkLater(up int, name string) error {
+// unlinkLater moves name of the upper directory up to the work dir and hands it to the
+// reaper, or unlinks it in place (unlinkat with flags) if the move fails.
+func (o *overlayFS) unlinkLater(up int, name string, flags int) error {
 	tmp := o.cp.TempName()
 	if err := unix.Renameat(up, name, o.stack.Work, tmp); err != nil {
-		return unix.Unlinkat(up, name, 0)
+		return unix.Unlinkat(up, name, flags)
 	}
 	return o.dropWork(tmp, true)
+}
+
+// rmdirUpper removes the directory name of the upper directory up, as rmdir(2) does
+// (ENOTEMPTY when it holds anything). An empty one is moved to the work dir and removed
+// by the reaper, like a file (reap.go): removing it frees its block, which waits for
+// the discard on this machine (330 µs, against 50 µs for reading it and the rename).
+// The kernel holds the directory's lock through the RMDIR, so nothing can be created in
+// it between the look and the move.
+func (o *overlayFS) rmdirUpper(up int, name string) error {
+	if o.reap == nil || !dirEmpty(up, name) {
+		return unix.Unlinkat(up, name, unix.AT_REMOVEDIR)
+	}
+	return o.unlinkLater(up, name, unix.AT_REMOVEDIR)
+}
+
+// dirEmpty reports whether the directory name of dirfd holds nothing; false when it
+// cannot tell.
+func dirEmpty(dirfd int, name string) bool {
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	var buf [1024]byte
+	for {
+		k, err := unix.Getdents(fd, buf[:])
+		if err != nil {
+			return false
+		}
+		if k <= 0 {
+			return true
+		}
+		if _, c, _ := unix.ParseDirent(buf[:k], 1, nil); c > 0 {
+			return false // ParseDirent skips "." and ".."
+		}
+	}
 }
 
 // dropWork removes tmp, moved to the work dir by a removal: by the reaper if later and

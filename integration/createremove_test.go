@@ -136,6 +136,33 @@ func TestCreateRemove(t *testing.T) {
 				upperIs("u/g2", "file")),
 		},
 		{
+			// cowfs removes an empty upper directory later too (rmdirUpper); held until
+			// the unmount (reapHold), it must look gone at once, also to an open fd.
+			name:   "an upper directory removed while open has no links, and one that holds a file stays",
+			lowers: []layer{lower},
+			upper:  layer{"u": dir(), "u/e": dir(), "u/full": dir(), "u/full/f": file("f")},
+			op: ops(func(r *rec) {
+				fd, err := unix.Open(r.p("u/e"), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+				r.errno("open u/e", err)
+				r.errno("rmdir u/e", unix.Rmdir(r.p("u/e")))
+				if err == nil {
+					var st unix.Stat_t
+					r.errno("fstat u/e", unix.Fstat(fd, &st))
+					r.val("links of open u/e", st.Nlink)
+					unix.Close(fd)
+				}
+				r.errno("rmdir u/e again", unix.Rmdir(r.p("u/e")))
+				r.errno("rmdir u/full", unix.Rmdir(r.p("u/full")))
+				r.errno("mkdir u/e anew", unix.Mkdir(r.p("u/e"), 0o700))
+				r.errno("create u/e/g", unix.Mknod(r.p("u/e/g"), unix.S_IFREG|0o644, 0))
+				r.ls("u")
+				r.ls("u/e")
+			}),
+			want: []string{"links of open u/e: 0", "rmdir u/e again: ENOENT", "rmdir u/full: ENOTEMPTY",
+				"readdir u/e: [g]"},
+			checkUpper: allOf(upperIs("u/e", "dir"), upperIs("u/e/g", "file"), upperIs("u/full/f", "file")),
+		},
+		{
 			// Copying up a lower hard link breaks the link and gives the name a number of
 			// its own, so a new node. The open that copies it up must end on the new node
 			// (cowfs answers ESTALE, the kernel retries): a file open on the old one is
@@ -161,9 +188,9 @@ func TestCreateRemove(t *testing.T) {
 	})
 }
 
-// TestDeferredUnlinks removes more files than the reaper queues (fs/reap.go), with the
-// reaper holding them all until the unmount: every name is gone when rm returns, and
-// the unmount leaves the work dir empty.
+// TestDeferredUnlinks removes more files and empty directories than the reaper queues
+// (fs/reap.go), with the reaper holding them all until the unmount: every name is gone
+// when rm and rmdir return, and the unmount leaves the work dir empty.
 func TestDeferredUnlinks(t *testing.T) {
 	requireMounts(t)
 	m := newTestMountOpts(t, fuseKind, mountOpts{env: []string{reapHold}}, layer{"a": file("lower a")}, layer{})
@@ -172,9 +199,15 @@ func TestDeferredUnlinks(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(m.dir, fmt.Sprintf("f%d", i)), []byte("data"), 0o644); err != nil {
 			t.Fatal(err)
 		}
+		if err := os.Mkdir(filepath.Join(m.dir, fmt.Sprintf("d%d", i)), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for i := range n {
 		if err := os.Remove(filepath.Join(m.dir, fmt.Sprintf("f%d", i))); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Rmdir(filepath.Join(m.dir, fmt.Sprintf("d%d", i))); err != nil {
 			t.Fatal(err)
 		}
 	}
