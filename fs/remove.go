@@ -282,19 +282,11 @@ func dirEmpty(dirfd int, name string) bool {
 		return false
 	}
 	defer unix.Close(fd)
-	var buf [1024]byte
-	for {
-		k, err := unix.Getdents(fd, buf[:])
-		if err != nil {
-			return false
-		}
-		if k <= 0 {
-			return true
-		}
-		if _, c, _ := unix.ParseDirent(buf[:k], 1, nil); c > 0 {
-			return false // ParseDirent skips "." and ".."
-		}
-	}
+	empty := true
+	err = readDirents(fd, func(n string, _ uint64, _ uint8) {
+		empty = empty && (n == "." || n == "..")
+	})
+	return err == nil && empty
 }
 
 // dropWork removes tmp, moved to the work dir by a removal: by the reaper if later and
