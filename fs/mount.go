@@ -219,7 +219,7 @@ func selinuxEnabled() bool {
 // taking the last thread while the daemon polls its own file); a POLL from any other
 // process is answered ENOSYS by go-fuse (doPoll), after which the kernel stops asking.
 func mount(dir string, root *node, opts *gofs.Options) (*fuse.Server, error) {
-	srv, err := fuse.NewServer(newSchedFS(rawFS{gofs.NewNodeFS(root, opts)}), dir, &opts.MountOptions)
+	srv, err := fuse.NewServer(newSchedFS(rawFS{gofs.NewNodeFS(root, opts), root.ofs.reap}), dir, &opts.MountOptions)
 	if err != nil {
 		return nil, err
 	}

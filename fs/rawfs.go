@@ -20,18 +20,140 @@ import (
 // the requests whose caller lacks CAP_FSETID; the daemon has CAP_FSETID, so its own
 // write would keep the bits, and it clears them itself. (A file capability is dropped by
 // the upper filesystem on the daemon's write, chown and truncate, as for any writer.)
+//
+// And it retries, once, a request that may allocate space in the upper and failed with
+// ENOSPC or EDQUOT, after the reaper has removed what it still holds (reaper.drain): a
+// file deleted just before gives its space back before the caller is told there is none.
 type rawFS struct {
 	fuse.RawFileSystem
+	reap *reaper // nil when read-only
+}
+
+// noSpace reports whether a request that answered st should run again: it failed for
+// lack of space, and the reaper has just freed some.
+func (r rawFS) noSpace(st fuse.Status) bool {
+	return (st == fuse.Status(unix.ENOSPC) || st == fuse.Status(unix.EDQUOT)) && r.reap != nil && r.reap.drain()
+}
+
+func (r rawFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
+	st := r.RawFileSystem.Mknod(cancel, in, name, out)
+	if r.noSpace(st) {
+		st = r.RawFileSystem.Mknod(cancel, in, name, out)
+	}
+	return st
+}
+
+func (r rawFS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
+	st := r.RawFileSystem.Mkdir(cancel, in, name, out)
+	if r.noSpace(st) {
+		st = r.RawFileSystem.Mkdir(cancel, in, name, out)
+	}
+	return st
+}
+
+// Unlink and Rmdir may write a whiteout.
+func (r rawFS) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+	st := r.RawFileSystem.Unlink(cancel, h, name)
+	if r.noSpace(st) {
+		st = r.RawFileSystem.Unlink(cancel, h, name)
+	}
+	return st
+}
+
+func (r rawFS) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+	st := r.RawFileSystem.Rmdir(cancel, h, name)
+	if r.noSpace(st) {
+		st = r.RawFileSystem.Rmdir(cancel, h, name)
+	}
+	return st
+}
+
+func (r rawFS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
+	st := r.RawFileSystem.Rename(cancel, in, oldName, newName)
+	if r.noSpace(st) {
+		st = r.RawFileSystem.Rename(cancel, in, oldName, newName)
+	}
+	return st
+}
+
+func (r rawFS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
+	st := r.RawFileSystem.Link(cancel, in, name, out)
+	if r.noSpace(st) {
+		st = r.RawFileSystem.Link(cancel, in, name, out)
+	}
+	return st
+}
+
+func (r rawFS) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
+	st := r.RawFileSystem.Symlink(cancel, h, target, name, out)
+	if r.noSpace(st) {
+		st = r.RawFileSystem.Symlink(cancel, h, target, name, out)
+	}
+	return st
+}
+
+func (r rawFS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
+	st := r.RawFileSystem.SetXAttr(cancel, in, attr, data)
+	if r.noSpace(st) {
+		st = r.RawFileSystem.SetXAttr(cancel, in, attr, data)
+	}
+	return st
+}
+
+func (r rawFS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
+	st := r.RawFileSystem.RemoveXAttr(cancel, h, attr)
+	if r.noSpace(st) {
+		st = r.RawFileSystem.RemoveXAttr(cancel, h, attr)
+	}
+	return st
+}
+
+func (r rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
+	st := r.RawFileSystem.Create(cancel, in, name, out)
+	if r.noSpace(st) {
+		st = r.RawFileSystem.Create(cancel, in, name, out)
+	}
+	return st
+}
+
+func (r rawFS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
+	st := r.RawFileSystem.Tmpfile(cancel, in, out)
+	if r.noSpace(st) {
+		st = r.RawFileSystem.Tmpfile(cancel, in, out)
+	}
+	return st
+}
+
+func (r rawFS) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRangeIn) (uint32, fuse.Status) {
+	n, st := r.RawFileSystem.CopyFileRange(cancel, in)
+	if r.noSpace(st) {
+		n, st = r.RawFileSystem.CopyFileRange(cancel, in)
+	}
+	return n, st
+}
+
+func (r rawFS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
+	st := r.RawFileSystem.Fallocate(cancel, in)
+	if r.noSpace(st) {
+		st = r.RawFileSystem.Fallocate(cancel, in)
+	}
+	return st
 }
 
 func (r rawFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
 	n, st := r.RawFileSystem.Write(cancel, in, data)
+	if r.noSpace(st) {
+		n, st = r.RawFileSystem.Write(cancel, in, data)
+	}
 	r.wrote(cancel, in, n, st)
 	return n, st
 }
 
 func (r rawFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
 	n, st := r.RawFileSystem.Writev(cancel, in, data)
+	if r.noSpace(st) {
+		n, st = r.RawFileSystem.Writev(cancel, in, data)
+	}
 	r.wrote(cancel, in, n, st)
 	return n, st
 }
@@ -45,6 +167,9 @@ func (r rawFS) wrote(cancel <-chan struct{}, in *fuse.WriteIn, n uint32, st fuse
 
 func (r rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
 	st := r.RawFileSystem.SetAttr(cancel, in, out)
+	if r.noSpace(st) {
+		st = r.RawFileSystem.SetAttr(cancel, in, out)
+	}
 	if st.Ok() && in.Valid&fuse.FATTR_KILL_SUIDGID != 0 && in.Valid&fuse.FATTR_MODE == 0 {
 		if mode, ok := r.killSuidgid(cancel, &in.InHeader); ok {
 			out.Mode = out.Mode&^07777 | mode
@@ -55,6 +180,9 @@ func (r rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Att
 
 func (r rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	st := r.RawFileSystem.Open(cancel, in, out)
+	if r.noSpace(st) {
+		st = r.RawFileSystem.Open(cancel, in, out)
+	}
 	if st.Ok() && in.Flags&unix.O_TRUNC != 0 && in.Mode&fuse.OPEN_KILL_SUIDGID != 0 {
 		r.killSuidgid(cancel, &in.InHeader)
 	}

@@ -206,7 +206,10 @@ func (r *removal) remove(isDir bool) syscall.Errno {
 		n.changed()
 		return 0
 	}
-	later := !isDir && r.canDefer(up)
+	later := int64(-1) // the bytes to hand to the reaper, or -1 to remove in place
+	if !isDir {
+		later = r.deferBytes(up)
+	}
 	if needWhiteout && st.Format.CharDev {
 		// Atomically swap the upper entry for a whiteout, then drop it from the work dir.
 		tmp := n.ofs.cp.TempName()
@@ -215,8 +218,8 @@ func (r *removal) remove(isDir bool) syscall.Errno {
 			return toErrno(n.ofs.dropWork(tmp, later))
 		}
 	}
-	if later {
-		if err := n.ofs.unlinkLater(up, name, 0); err != nil {
+	if later >= 0 {
+		if err := n.ofs.unlinkLater(up, name, 0, later); err != nil {
 			return toErrno(err)
 		}
 	} else if err := n.ofs.removeUpper(up, name, isDir); err != nil {
@@ -232,33 +235,37 @@ func (r *removal) remove(isDir bool) syscall.Errno {
 	return 0
 }
 
-// canDefer reports whether the upper file being removed may be unlinked later (reap.go):
-// a regular file with one link that no file of ours holds open.
-func (r *removal) canDefer(up int) bool {
+// deferBytes returns the space held by the upper file being removed if it may be
+// unlinked later (reap.go), else -1: it must be a regular file with one link that no
+// file of ours holds open.
+func (r *removal) deferBytes(up int) int64 {
 	if r.n.ofs.reap == nil || r.e.Mode != unix.S_IFREG {
-		return false
+		return -1
 	}
 	if c := r.n.child(r.name); c != nil && c.isOpen() {
-		return false
+		return -1
 	}
 	st := r.e.Stat // the upper copy's, as this removal's lookup read it
 	if st == nil { // the lookup came from the cache
 		st = new(unix.Stat_t)
 		if err := unix.Fstatat(up, r.name, st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return false
+			return -1
 		}
 	}
-	return st.Mode&unix.S_IFMT == unix.S_IFREG && st.Nlink == 1
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 1 {
+		return -1
+	}
+	return st.Blocks * 512
 }
 
 // unlinkLater moves name of the upper directory up to the work dir and hands it to the
-// reaper, or unlinks it in place (unlinkat with flags) if the move fails.
-func (o *overlayFS) unlinkLater(up int, name string, flags int) error {
+// reaper (it holds bytes), or unlinks it in place (unlinkat with flags) if the move fails.
+func (o *overlayFS) unlinkLater(up int, name string, flags int, bytes int64) error {
 	tmp := o.cp.TempName()
 	if err := unix.Renameat(up, name, o.stack.Work, tmp); err != nil {
 		return unix.Unlinkat(up, name, flags)
 	}
-	return o.dropWork(tmp, true)
+	return o.dropWork(tmp, bytes)
 }
 
 // rmdirUpper removes the directory name of the upper directory up, as rmdir(2) does
@@ -271,8 +278,11 @@ func (o *overlayFS) rmdirUpper(up int, name string) error {
 	if o.reap == nil || !dirEmpty(up, name) {
 		return unix.Unlinkat(up, name, unix.AT_REMOVEDIR)
 	}
-	return o.unlinkLater(up, name, unix.AT_REMOVEDIR)
+	return o.unlinkLater(up, name, unix.AT_REMOVEDIR, dirBytes)
 }
+
+// dirBytes is what an empty directory is taken to hold, for the reaper's budget: one block.
+const dirBytes = 4096
 
 // dirEmpty reports whether the directory name of dirfd holds nothing; false when it
 // cannot tell.
@@ -289,10 +299,10 @@ func dirEmpty(dirfd int, name string) bool {
 	return err == nil && empty
 }
 
-// dropWork removes tmp, moved to the work dir by a removal: by the reaper if later and
-// its queue has room, else at once.
-func (o *overlayFS) dropWork(tmp string, later bool) error {
-	if later && o.reap.add(tmp) {
+// dropWork removes tmp, moved to the work dir by a removal: by the reaper if it holds
+// bytes >= 0 and the reaper has room, else at once.
+func (o *overlayFS) dropWork(tmp string, bytes int64) error {
+	if bytes >= 0 && o.reap.add(tmp, bytes) {
 		return nil
 	}
 	return layers.RemoveAt(o.stack.Work, tmp)

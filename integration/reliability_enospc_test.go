@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -12,7 +13,8 @@ import (
 
 // A full upper filesystem: upper and work on an 8 MiB tmpfs. Copy-ups that do not fit
 // and writes past the space fail with ENOSPC, leave nothing half-copied in upper or
-// work, the lower stays visible, and once space is freed the mount works again.
+// work, the lower stays visible, and once space is freed the mount works again, even
+// while the freed file's unlink still waits for the reaper.
 func TestFullUpperENOSPC(t *testing.T) {
 	sd := newScratch(t)
 	upperfs := filepath.Dir(sd.upper)
@@ -39,6 +41,9 @@ func TestFullUpperENOSPC(t *testing.T) {
 		}
 	}
 	lowerBefore := takeSnapshot(sd.lower, lowerDir)
+	// The reaper holds deferred unlinks (fs/reap.go), so that the space of the file
+	// removed below is still taken when the next copy-up asks for it.
+	t.Setenv(strings.SplitN(reapHold, "=", 2)[0], "1")
 	d := mountDaemon(t, sd.options(), sd.mnt)
 	mnt := func(n string) string { return filepath.Join(sd.mnt, n) }
 
@@ -128,9 +133,13 @@ func TestFullUpperENOSPC(t *testing.T) {
 	lowerVisible("with the upper full", "small")
 	lowerVisible("with the upper full", "big")
 
-	// Free the space: everything works again.
+	// Free the space: everything works again. The unlink of fill waits in the work dir;
+	// the copy-up that finds no space has the reaper remove it, and tries again.
 	if err := os.Remove(mnt("fill")); err != nil {
 		t.Fatal(err)
+	}
+	if w, _ := readDirNames(filepath.Join(sd.work, "work")); len(w) != 1 {
+		t.Errorf("the work dir holds %q after fill's removal, want fill's deferred unlink", w)
 	}
 	f, err := os.OpenFile(mnt("small"), os.O_WRONLY, 0)
 	if err != nil {
