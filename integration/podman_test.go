@@ -83,9 +83,9 @@ func checkPodman(t *testing.T, prog string, rootless bool) {
 	if !strings.Contains(out, workloadDone) {
 		t.Fatalf("the workload did not finish:\n%s", lastLines([]byte(out), 40))
 	}
-	checkPodmanDiff(t, "podman diff of the container", p.must("diff", "workload"), deleted)
+	checkPodmanDiff(t, "podman diff of the container", p.must("container", "diff", "workload"), deleted)
 	p.must("commit", "workload", podmanCommitted)
-	checkPodmanDiff(t, "podman diff of the committed image", p.must("diff", podmanCommitted), deleted)
+	checkPodmanDiff(t, "podman diff of the committed image", p.must("image", "diff", podmanCommitted), deleted)
 
 	// A fresh container of the committed image, --rm (a volatile mount).
 	out = p.must("run", "--rm", "--network", "none", podmanCommitted, "/bin/sh", "-c", checkScript(im))
@@ -293,7 +293,7 @@ func TestPodmanDeletedStayDeleted(t *testing.T) {
 					report("the workload failed (%v): %s", err, lastLines([]byte(out), 3))
 					return
 				}
-				diff, _, _ := p.try("diff", "w")
+				diff, _, _ := p.try("container", "diff", "w")
 				for _, n := range allDeleted(im) {
 					if strings.Contains("\n"+diff+"\n", "\nA "+n+"\n") || strings.Contains("\n"+diff+"\n", "\nC "+n+"\n") {
 						report("podman diff brings back deleted %s", n)
@@ -318,7 +318,9 @@ func TestPodmanDeletedStayDeleted(t *testing.T) {
 			if got := strings.TrimSpace(out); got != "kept|" {
 				report("in the container /var/lib/data and /opq hold %q, want \"kept|\"", got)
 			}
-			diff, ok := step("diff", "c")
+			// podman diff takes a name that is also an image ID's prefix ("c" is, for one
+			// image ID in 16) for the image: container diff never does.
+			diff, ok := step("container", "diff", "c")
 			if !ok {
 				return
 			}
