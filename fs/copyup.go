@@ -198,18 +198,11 @@ func (o *overlayFS) lowerDirInTree(rel string) (int, uint64, bool) {
 	return 0, 0, false
 }
 
-// upperDir copies directory node n up if needed and opens its upper copy.
-func (n *node) upperDir() (int, string, syscall.Errno) {
+// upperDir copies directory node n up if needed and returns an fd of its upper copy
+// (kept by n, dirfd.go), its path, and the function to call when done with the fd.
+func (n *node) upperDir() (int, string, func(), syscall.Errno) {
 	if errno := n.copyUp(false); errno != 0 {
-		return -1, "", errno
+		return -1, "", nil, errno
 	}
-	rel, errno := n.rel()
-	if errno != 0 {
-		return -1, "", errno
-	}
-	fd, err := n.ofs.stack.OpenDir(layers.Upper, rel)
-	if err != nil {
-		return -1, "", toErrno(err)
-	}
-	return fd, rel, 0
+	return n.upperFD()
 }

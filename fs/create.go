@@ -102,14 +102,14 @@ func (n *node) createUpper(ctx context.Context, name string, isDir, setOwner boo
 	if whiteout.IsInternalName(name) {
 		return nil, syscall.EINVAL
 	}
-	up, rel, errno := n.upperDir()
+	up, rel, release, errno := n.upperDir()
 	if errno != 0 {
 		return nil, errno
 	}
 	made := false
 	defer func() {
 		if !made {
-			unix.Close(up) // else the caller's, through created.close
+			release() // else the caller's, through created.close
 		}
 	}()
 	rel = sysx.Join(rel, name)
@@ -213,18 +213,19 @@ func (n *node) createUpper(ctx context.Context, name string, isDir, setOwner boo
 	n.changed()
 	stack.ApplyOverride(layers.Upper, up, name, &st) // xattr_permissions
 	made = true
-	return &created{up: up, name: name, rel: rel, st: st}, 0
+	return &created{up: up, release: release, name: name, rel: rel, st: st}, 0
 }
 
 // created is an object createUpper made: its upper directory (open until close), name,
 // path and attributes.
 type created struct {
 	up        int
+	release   func() // lets go of up
 	name, rel string
 	st        unix.Stat_t
 }
 
-func (c *created) close() { unix.Close(c.up) }
+func (c *created) close() { c.release() }
 
 // newUpperChild makes the node for an object just created in the upper layer.
 func (n *node) newUpperChild(ctx context.Context, c *created, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {

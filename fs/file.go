@@ -111,12 +111,12 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 	}
 	for {
 		li := n.dataLayer() // a metacopy file's data is below its attributes
-		dirfd, name, err := n.ofs.stack.OpenParent(li, rel)
+		dirfd, name, release, err := n.parentDir(li, rel)
 		if err != nil {
 			return nil, 0, toErrno(err)
 		}
 		fd, ff, err := openLayerFile(dirfd, name, f, 0)
-		unix.Close(dirfd)
+		release()
 		if err != nil {
 			return nil, 0, toErrno(err)
 		}
@@ -207,11 +207,11 @@ func (h *handle) readFd() (int, syscall.Errno) {
 	if errno != 0 {
 		return h.fd, 0 // unlinked meanwhile: keep reading what we have
 	}
-	dirfd, name, err := h.n.ofs.stack.OpenParent(layers.Upper, rel)
+	dirfd, name, release, err := h.n.parentDir(layers.Upper, rel)
 	if err != nil {
 		return h.fd, 0
 	}
-	defer unix.Close(dirfd)
+	defer release()
 	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return h.fd, 0

@@ -61,6 +61,12 @@ type overlayFS struct {
 	// passthrough: backing files may be registered (set once the probe after the mount
 	// succeeded; until then files go through the daemon).
 	passthrough atomic.Bool
+	// dirEpoch counts the requests that removed, replaced or moved an upper directory;
+	// dirOps is how many RENAME and RMDIR requests are in progress (both atomic, no
+	// lock); dirRing the nodes that keep an upper directory fd (dirfd.go).
+	dirEpoch atomic.Uint64
+	dirOps   atomic.Int64
+	dirRing  *dirRing
 }
 
 // Mounted is a live cowfs mount.
@@ -219,7 +225,7 @@ func selinuxEnabled() bool {
 // taking the last thread while the daemon polls its own file); a POLL from any other
 // process is answered ENOSYS by go-fuse (doPoll), after which the kernel stops asking.
 func mount(dir string, root *node, opts *gofs.Options) (*fuse.Server, error) {
-	srv, err := fuse.NewServer(newSchedFS(rawFS{gofs.NewNodeFS(root, opts), root.ofs.reap}), dir, &opts.MountOptions)
+	srv, err := fuse.NewServer(newSchedFS(rawFS{gofs.NewNodeFS(root, opts), root.ofs}), dir, &opts.MountOptions)
 	if err != nil {
 		return nil, err
 	}
@@ -236,7 +242,7 @@ func newOverlayFS(stack *layers.Stack) (*overlayFS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lookup cache: %w", err)
 	}
-	ofs := &overlayFS{stack: stack, cache: cache, res: lookup.New(stack, cache)}
+	ofs := &overlayFS{stack: stack, cache: cache, res: lookup.New(stack, cache), dirRing: newDirRing()}
 	if stack.Writable {
 		ofs.cp = copyup.New(stack)
 		ofs.reap = newReaper(stack.Work)
@@ -253,6 +259,7 @@ func (o *overlayFS) close() {
 	if o.reap != nil {
 		o.reap.close()
 	}
+	o.dirRing.close()
 	o.cache.Close()
 	o.stack.Close()
 }

@@ -70,6 +70,9 @@ type node struct {
 	// repoint (passthrough.go), or a copy-up that gave a lower hard link a number of
 	// its own (copyUpNotify).
 	superseded bool
+
+	// upDir is a directory's upper copy's fd, once kept (dirfd.go; atomic, no lock).
+	upDir atomic.Pointer[dirFD]
 }
 
 func (n *node) getLayers() []int {
@@ -179,7 +182,7 @@ func (n *node) changed() { n.gen.Add(1) }
 // stat reads the attributes of the object in its topmost layer.
 func (n *node) stat(rel string) (unix.Stat_t, syscall.Errno) {
 	ls := n.getLayers()
-	st, err := n.ofs.statIn(ls[0], rel)
+	st, err := n.statIn(ls[0], rel)
 	if err != nil {
 		return st, toErrno(err)
 	}
@@ -250,6 +253,16 @@ func (n *node) lastAttr() (unix.Stat_t, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return n.last.stat(), n.last.ino != 0
+}
+
+// statIn lstat()s n's copy in layer li (rel is n's path).
+func (n *node) statIn(li int, rel string) (unix.Stat_t, error) {
+	dirfd, name, release, err := n.parentDir(li, rel)
+	if err != nil {
+		return unix.Stat_t{}, err
+	}
+	defer release()
+	return n.ofs.statAt(li, dirfd, name)
 }
 
 // statIn lstat()s rel in layer li.
@@ -371,7 +384,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	if errno != 0 {
 		return nil, errno
 	}
-	fds := lookup.NewDirFds(n.ofs.stack, rel)
+	fds := n.dirFds(rel)
 	defer fds.Close()
 	return n.lookupIn(ctx, fds, rel, name, false, out)
 }
@@ -472,11 +485,11 @@ func (n *node) Readlink(ctx context.Context) ([]byte, syscall.Errno) {
 	if errno != 0 {
 		return nil, errno
 	}
-	dirfd, name, err := n.ofs.stack.OpenParent(n.top(), rel)
+	dirfd, name, release, err := n.parentDir(n.top(), rel)
 	if err != nil {
 		return nil, toErrno(err)
 	}
-	defer unix.Close(dirfd)
+	defer release()
 	// Most targets are short; the buffer goes to the reply, one per call.
 	buf := make([]byte, 256)
 	for {

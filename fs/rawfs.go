@@ -26,13 +26,13 @@ import (
 // file deleted just before gives its space back before the caller is told there is none.
 type rawFS struct {
 	fuse.RawFileSystem
-	reap *reaper // nil when read-only
+	ofs *overlayFS
 }
 
 // noSpace reports whether a request that answered st should run again: it failed for
 // lack of space, and the reaper has just freed some.
 func (r rawFS) noSpace(st fuse.Status) bool {
-	return (st == fuse.Status(unix.ENOSPC) || st == fuse.Status(unix.EDQUOT)) && r.reap != nil && r.reap.drain()
+	return (st == fuse.Status(unix.ENOSPC) || st == fuse.Status(unix.EDQUOT)) && r.ofs.reap != nil && r.ofs.reap.drain()
 }
 
 func (r rawFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
@@ -60,7 +60,11 @@ func (r rawFS) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) fus
 	return st
 }
 
+// Rmdir and Rename count themselves in dirOps until go-fuse has moved its nodes
+// (dirfd.go).
 func (r rawFS) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+	r.ofs.dirOps.Add(1)
+	defer r.ofs.dirOps.Add(-1)
 	st := r.RawFileSystem.Rmdir(cancel, h, name)
 	if r.noSpace(st) {
 		st = r.RawFileSystem.Rmdir(cancel, h, name)
@@ -69,6 +73,8 @@ func (r rawFS) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse
 }
 
 func (r rawFS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
+	r.ofs.dirOps.Add(1)
+	defer r.ofs.dirOps.Add(-1)
 	st := r.RawFileSystem.Rename(cancel, in, oldName, newName)
 	if r.noSpace(st) {
 		st = r.RawFileSystem.Rename(cancel, in, oldName, newName)

@@ -279,7 +279,7 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		if errno != 0 {
 			return nil, errno
 		}
-		d.fds, d.fdsRel = lookup.NewDirFds(d.n.ofs.stack, rel), rel
+		d.fds, d.fdsRel = d.n.dirFds(rel), rel
 	}
 	return d.n.lookupIn(ctx, d.fds, d.fdsRel, name, true, out)
 }

@@ -230,7 +230,7 @@ func TestRawFSRetriesAfterENOSPCOnceTheReaperFreedSpace(t *testing.T) {
 					r.add("x", 4096)
 				}
 				f := &noSpaceFS{}
-				m := reflect.ValueOf(rawFS{f, r}).MethodByName(name)
+				m := reflect.ValueOf(rawFS{f, &overlayFS{reap: r}}).MethodByName(name)
 				args := make([]reflect.Value, m.Type().NumIn())
 				for i := range args {
 					typ := m.Type().In(i)

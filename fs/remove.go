@@ -46,8 +46,10 @@ type removal struct {
 	fds  *lookup.DirFds
 	name string
 	e    lookup.Entry
-	// up is the upper copy opened by upper when the lookup had not (-1: none).
-	up int
+	// up is the upper copy opened by upper when the lookup had not (-1: none), and
+	// upRelease lets go of it.
+	up        int
+	upRelease func()
 }
 
 // startRemoval resolves name in directory n for its removal; done must be called after.
@@ -56,7 +58,7 @@ func (n *node) startRemoval(name string) (*removal, syscall.Errno) {
 	if errno != 0 {
 		return nil, errno
 	}
-	r := &removal{n: n, rel: rel, fds: lookup.NewDirFds(n.ofs.stack, rel), name: name, up: -1}
+	r := &removal{n: n, rel: rel, fds: n.dirFds(rel), name: name, up: -1}
 	e, err := n.ofs.res.LookupIn(r.fds, n.dir(rel), name)
 	if err != nil {
 		r.done()
@@ -69,7 +71,7 @@ func (n *node) startRemoval(name string) (*removal, syscall.Errno) {
 func (r *removal) done() {
 	r.fds.Close()
 	if r.up >= 0 {
-		unix.Close(r.up)
+		r.upRelease()
 	}
 }
 
@@ -83,11 +85,11 @@ func (r *removal) upper() (int, syscall.Errno) {
 			return fd, 0
 		}
 	}
-	up, _, errno := r.n.upperDir()
+	up, _, release, errno := r.n.upperDir()
 	if errno != 0 {
 		return -1, errno
 	}
-	r.up = up
+	r.up, r.upRelease = up, release
 	return up, 0
 }
 
@@ -126,6 +128,8 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	if !n.ofs.stack.Writable {
 		return syscall.EROFS
 	}
+	// An upper directory may go (dirfd.go).
+	n.ofs.dirChanging()
 	r, errno := n.startRemoval(name)
 	if errno != 0 {
 		return errno

@@ -113,16 +113,20 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			return errno
 		}
 	}
-	oldUp, _, errno := n.upperDir()
+	if srcDir || dstDir {
+		// Upper directories are about to move or go (dirfd.go).
+		n.ofs.dirChanging()
+	}
+	oldUp, _, oldRelease, errno := n.upperDir()
 	if errno != 0 {
 		return errno
 	}
-	defer unix.Close(oldUp)
-	newUp, _, errno := np.upperDir()
+	defer oldRelease()
+	newUp, _, newRelease, errno := np.upperDir()
 	if errno != 0 {
 		return errno
 	}
-	defer unix.Close(newUp)
+	defer newRelease()
 
 	oldNeedsWhiteout := false
 	if !exchange {

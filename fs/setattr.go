@@ -45,11 +45,11 @@ func (n *node) Setattr(ctx context.Context, f gofs.FileHandle, in *fuse.SetAttrI
 		}
 		return errno
 	}
-	dirfd, name, err := n.ofs.stack.OpenParent(layers.Upper, rel)
+	dirfd, name, release, err := n.parentDir(layers.Upper, rel)
 	if err != nil {
 		return toErrno(err)
 	}
-	defer unix.Close(dirfd)
+	defer release()
 	// A chmod rewrites an ACL's mask and a chown drops security.capability; times alone
 	// (tar sets them on every file) change no attribute.
 	if in.Valid&^timesOnly != 0 {

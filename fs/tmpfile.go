@@ -22,11 +22,11 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 	if !n.ofs.stack.Writable {
 		return nil, nil, 0, syscall.EROFS
 	}
-	up, _, errno := n.upperDir()
+	up, _, release, errno := n.upperDir()
 	if errno != 0 {
 		return nil, nil, 0, errno
 	}
-	defer unix.Close(up)
+	defer release()
 	f := n.ofs.layerFlags(flags)&^unix.O_NOFOLLOW | unix.O_TMPFILE
 	fd, err := unix.Openat(up, ".", f, mode&0o7777)
 	if err != nil {
@@ -73,11 +73,11 @@ func (t *node) linkSource() (dirfd int, name string, flags int, done func(), err
 	if errno != 0 {
 		return -1, "", 0, nil, errno
 	}
-	dirfd, name, err := t.ofs.stack.OpenParent(layers.Upper, rel)
+	dirfd, name, release, err := t.parentDir(layers.Upper, rel)
 	if err != nil {
 		return -1, "", 0, nil, toErrno(err)
 	}
-	return dirfd, name, 0, func() { unix.Close(dirfd) }, 0
+	return dirfd, name, 0, release, 0
 }
 
 // named records that an O_TMPFILE file got a name: it is reached through it from now on.
@@ -90,5 +90,9 @@ func (t *node) named() {
 	}
 }
 
-// OnForget releases what an unnamed file held once the kernel forgets it.
-func (n *node) OnForget() { n.named() }
+// OnForget releases what an unnamed file held once the kernel forgets it, and a
+// directory's kept upper fd.
+func (n *node) OnForget() {
+	n.named()
+	n.dropUpperFD(nil)
+}

@@ -8,7 +8,6 @@ import (
 	"github.com/cowfs/cowfs/internal/sysx"
 	"github.com/cowfs/cowfs/whiteout"
 	gofs "github.com/hanwen/go-fuse/v2/fs"
-	"golang.org/x/sys/unix"
 )
 
 var (
@@ -24,11 +23,11 @@ func (n *node) xattrAt(fn func(dirfd int, name string) error) syscall.Errno {
 	if errno != 0 {
 		return errno
 	}
-	dirfd, name, err := n.ofs.stack.OpenParent(n.top(), rel)
+	dirfd, name, release, err := n.parentDir(n.top(), rel)
 	if err != nil {
 		return toErrno(err)
 	}
-	defer unix.Close(dirfd)
+	defer release()
 	return toErrno(fn(dirfd, name))
 }
 

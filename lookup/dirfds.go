@@ -16,11 +16,18 @@ type DirFds struct {
 	stack *layers.Stack
 	rel   string
 	fds   map[int]openDir
+	open  Opener // nil: Stack.OpenDir
 }
 
+// An Opener opens the directory's copy in layer li for a DirFds, which calls release
+// (when not nil) instead of closing fd at Close: it lets a caller lend a directory fd it
+// keeps open anyway.
+type Opener func(li int) (fd int, release func(), err error)
+
 type openDir struct {
-	fd  int
-	err error
+	fd      int
+	release func() // instead of closing fd, when set
+	err     error
 	// marks are the directory's own markers in this layer, once read (see Marks).
 	marks     whiteout.DirMarks
 	marksRead bool
@@ -29,6 +36,11 @@ type openDir struct {
 // NewDirFds prepares fds for the directory rel (relative to every layer root).
 func NewDirFds(stack *layers.Stack, rel string) *DirFds {
 	return &DirFds{stack: stack, rel: rel}
+}
+
+// NewDirFdsWith is NewDirFds whose fds come from open.
+func NewDirFdsWith(stack *layers.Stack, rel string, open Opener) *DirFds {
+	return &DirFds{stack: stack, rel: rel, open: open}
 }
 
 // Get is the directory's fd in layer li (an O_PATH fd; the caller must not close it), or
@@ -40,11 +52,18 @@ func (d *DirFds) Get(li int) (int, error) {
 	if d.fds == nil {
 		d.fds = make(map[int]openDir, len(d.stack.Layers))
 	}
-	fd, err := d.stack.OpenDir(li, d.rel)
-	if err != nil {
-		fd = -1
+	var fd int
+	var release func()
+	var err error
+	if d.open != nil {
+		fd, release, err = d.open(li)
+	} else {
+		fd, err = d.stack.OpenDir(li, d.rel)
 	}
-	d.fds[li] = openDir{fd: fd, err: err}
+	if err != nil {
+		fd, release = -1, nil
+	}
+	d.fds[li] = openDir{fd: fd, release: release, err: err}
 	return fd, err
 }
 
@@ -81,7 +100,10 @@ func (d *DirFds) Stat(li int, name string) (unix.Stat_t, error) {
 // Close closes every fd opened.
 func (d *DirFds) Close() {
 	for _, o := range d.fds {
-		if o.fd >= 0 {
+		switch {
+		case o.release != nil:
+			o.release()
+		case o.fd >= 0:
 			unix.Close(o.fd)
 		}
 	}
