@@ -148,8 +148,12 @@ func (n *node) createUpper(ctx context.Context, name string, isDir, setOwner boo
 	err := make(up, name)
 	switch {
 	case err == nil:
-		// The name was free; a `.wh.NAME` file may still hide a lower NAME.
-		wh, err := whiteout.HasWhiteoutFile(up, name)
+		// The name was free; a `.wh.NAME` file may still hide a lower NAME, if the
+		// directory has a lower copy for it to hide one in.
+		var wh bool
+		if len(n.getLayers()) > 1 {
+			wh, err = whiteout.HasWhiteoutFile(up, name)
+		}
 		if err == nil {
 			err = own(up, name)
 		}
