@@ -24,6 +24,7 @@ import (
 
 // config is every parameter of a benchmark run, from the flags.
 type config struct {
+	versions   string        // what was measured (versions), taken before the first results are written
 	runs       int           // runs per workload and filesystem (the median is reported)
 	files      int           // files in the merged tree of the stack
 	bigSize    int64         // size of each big lower file (sequential read, copy-up)
@@ -119,6 +120,8 @@ func main() {
 			log.Printf("warning: %s was built without the Makefile's -tags (GOTAGS): use make build", cfg.cowfs)
 		}
 	}
+	// Before the run rewrites RESULTS.md, which would make the tree look modified.
+	cfg.versions = versions(cfg)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, cfg); err != nil {

@@ -122,7 +122,7 @@ func (r *results) write(ctx context.Context) error {
 	p("- **Command:** `%s`\n", cfg.command)
 	p("- **Date:** %s (the workloads took %s)\n", r.start.UTC().Format("2006-01-02 15:04 UTC"), r.elapsed.Round(time.Second))
 	p("- **Machine:** %s\n", machine(st.Dir))
-	p("- **Versions:** %s\n", versions(cfg))
+	p("- **Versions:** %s\n", cfg.versions)
 	p("- **Stack:** 3 lower layers sampled from this machine's /usr (bottom: /usr/share, /usr/bin, /usr/sbin; middle: /usr/lib; top: /usr/include), "+
 		"%d files in the merged tree; files stored per layer (bottom first) %v, %d names overriding a lower copy, %d names hidden by a whiteout; "+
 		"big files of %d MiB and a %d MiB fio file of random data in the bottom layer. Cached in `%s`.\n",
