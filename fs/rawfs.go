@@ -35,29 +35,36 @@ func (r rawFS) noSpace(st fuse.Status) bool {
 	return (st == fuse.Status(unix.ENOSPC) || st == fuse.Status(unix.EDQUOT)) && r.ofs.reap != nil && r.ofs.reap.drain()
 }
 
-func (r rawFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
-	st := r.RawFileSystem.Mknod(cancel, in, name, out)
+// retry runs req, and once more if it failed for lack of space and the reaper has just
+// freed some.
+func (r rawFS) retry(req func() fuse.Status) fuse.Status {
+	st := req()
 	if r.noSpace(st) {
-		st = r.RawFileSystem.Mknod(cancel, in, name, out)
+		st = req()
 	}
 	return st
 }
 
-func (r rawFS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
-	st := r.RawFileSystem.Mkdir(cancel, in, name, out)
+// retryN is retry for a request that also answers a count.
+func (r rawFS) retryN(req func() (uint32, fuse.Status)) (uint32, fuse.Status) {
+	n, st := req()
 	if r.noSpace(st) {
-		st = r.RawFileSystem.Mkdir(cancel, in, name, out)
+		n, st = req()
 	}
-	return st
+	return n, st
+}
+
+func (r rawFS) Mknod(cancel <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
+	return r.retry(func() fuse.Status { return r.RawFileSystem.Mknod(cancel, in, name, out) })
+}
+
+func (r rawFS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
+	return r.retry(func() fuse.Status { return r.RawFileSystem.Mkdir(cancel, in, name, out) })
 }
 
 // Unlink and Rmdir may write a whiteout.
 func (r rawFS) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
-	st := r.RawFileSystem.Unlink(cancel, h, name)
-	if r.noSpace(st) {
-		st = r.RawFileSystem.Unlink(cancel, h, name)
-	}
-	return st
+	return r.retry(func() fuse.Status { return r.RawFileSystem.Unlink(cancel, h, name) })
 }
 
 // Rmdir and Rename count themselves in dirOps until go-fuse has moved its nodes
@@ -65,101 +72,55 @@ func (r rawFS) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) fus
 func (r rawFS) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
 	r.ofs.dirOps.Add(1)
 	defer r.ofs.dirOps.Add(-1)
-	st := r.RawFileSystem.Rmdir(cancel, h, name)
-	if r.noSpace(st) {
-		st = r.RawFileSystem.Rmdir(cancel, h, name)
-	}
-	return st
+	return r.retry(func() fuse.Status { return r.RawFileSystem.Rmdir(cancel, h, name) })
 }
 
 func (r rawFS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
 	r.ofs.dirOps.Add(1)
 	defer r.ofs.dirOps.Add(-1)
-	st := r.RawFileSystem.Rename(cancel, in, oldName, newName)
-	if r.noSpace(st) {
-		st = r.RawFileSystem.Rename(cancel, in, oldName, newName)
-	}
-	return st
+	return r.retry(func() fuse.Status { return r.RawFileSystem.Rename(cancel, in, oldName, newName) })
 }
 
 func (r rawFS) Link(cancel <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
-	st := r.RawFileSystem.Link(cancel, in, name, out)
-	if r.noSpace(st) {
-		st = r.RawFileSystem.Link(cancel, in, name, out)
-	}
-	return st
+	return r.retry(func() fuse.Status { return r.RawFileSystem.Link(cancel, in, name, out) })
 }
 
 func (r rawFS) Symlink(cancel <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
-	st := r.RawFileSystem.Symlink(cancel, h, target, name, out)
-	if r.noSpace(st) {
-		st = r.RawFileSystem.Symlink(cancel, h, target, name, out)
-	}
-	return st
+	return r.retry(func() fuse.Status { return r.RawFileSystem.Symlink(cancel, h, target, name, out) })
 }
 
 func (r rawFS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
-	st := r.RawFileSystem.SetXAttr(cancel, in, attr, data)
-	if r.noSpace(st) {
-		st = r.RawFileSystem.SetXAttr(cancel, in, attr, data)
-	}
-	return st
+	return r.retry(func() fuse.Status { return r.RawFileSystem.SetXAttr(cancel, in, attr, data) })
 }
 
 func (r rawFS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
-	st := r.RawFileSystem.RemoveXAttr(cancel, h, attr)
-	if r.noSpace(st) {
-		st = r.RawFileSystem.RemoveXAttr(cancel, h, attr)
-	}
-	return st
+	return r.retry(func() fuse.Status { return r.RawFileSystem.RemoveXAttr(cancel, h, attr) })
 }
 
 func (r rawFS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
-	st := r.RawFileSystem.Create(cancel, in, name, out)
-	if r.noSpace(st) {
-		st = r.RawFileSystem.Create(cancel, in, name, out)
-	}
-	return st
+	return r.retry(func() fuse.Status { return r.RawFileSystem.Create(cancel, in, name, out) })
 }
 
 func (r rawFS) Tmpfile(cancel <-chan struct{}, in *fuse.CreateIn, out *fuse.CreateOut) fuse.Status {
-	st := r.RawFileSystem.Tmpfile(cancel, in, out)
-	if r.noSpace(st) {
-		st = r.RawFileSystem.Tmpfile(cancel, in, out)
-	}
-	return st
+	return r.retry(func() fuse.Status { return r.RawFileSystem.Tmpfile(cancel, in, out) })
 }
 
 func (r rawFS) CopyFileRange(cancel <-chan struct{}, in *fuse.CopyFileRangeIn) (uint32, fuse.Status) {
-	n, st := r.RawFileSystem.CopyFileRange(cancel, in)
-	if r.noSpace(st) {
-		n, st = r.RawFileSystem.CopyFileRange(cancel, in)
-	}
-	return n, st
+	return r.retryN(func() (uint32, fuse.Status) { return r.RawFileSystem.CopyFileRange(cancel, in) })
 }
 
 func (r rawFS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
-	st := r.RawFileSystem.Fallocate(cancel, in)
-	if r.noSpace(st) {
-		st = r.RawFileSystem.Fallocate(cancel, in)
-	}
-	return st
+	return r.retry(func() fuse.Status { return r.RawFileSystem.Fallocate(cancel, in) })
 }
 
 func (r rawFS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
-	n, st := r.RawFileSystem.Write(cancel, in, data)
-	if r.noSpace(st) {
-		n, st = r.RawFileSystem.Write(cancel, in, data)
-	}
+	n, st := r.retryN(func() (uint32, fuse.Status) { return r.RawFileSystem.Write(cancel, in, data) })
 	r.wrote(cancel, in, n, st)
 	return n, st
 }
 
 func (r rawFS) Writev(cancel <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
-	n, st := r.RawFileSystem.Writev(cancel, in, data)
-	if r.noSpace(st) {
-		n, st = r.RawFileSystem.Writev(cancel, in, data)
-	}
+	n, st := r.retryN(func() (uint32, fuse.Status) { return r.RawFileSystem.Writev(cancel, in, data) })
 	r.wrote(cancel, in, n, st)
 	return n, st
 }
@@ -172,10 +133,7 @@ func (r rawFS) wrote(cancel <-chan struct{}, in *fuse.WriteIn, n uint32, st fuse
 }
 
 func (r rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
-	st := r.RawFileSystem.SetAttr(cancel, in, out)
-	if r.noSpace(st) {
-		st = r.RawFileSystem.SetAttr(cancel, in, out)
-	}
+	st := r.retry(func() fuse.Status { return r.RawFileSystem.SetAttr(cancel, in, out) })
 	if st.Ok() && in.Valid&fuse.FATTR_KILL_SUIDGID != 0 && in.Valid&fuse.FATTR_MODE == 0 {
 		if mode, ok := r.killSuidgid(cancel, &in.InHeader); ok {
 			out.Mode = out.Mode&^07777 | mode
@@ -185,10 +143,7 @@ func (r rawFS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.Att
 }
 
 func (r rawFS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	st := r.RawFileSystem.Open(cancel, in, out)
-	if r.noSpace(st) {
-		st = r.RawFileSystem.Open(cancel, in, out)
-	}
+	st := r.retry(func() fuse.Status { return r.RawFileSystem.Open(cancel, in, out) })
 	if st.Ok() && in.Flags&unix.O_TRUNC != 0 && in.Mode&fuse.OPEN_KILL_SUIDGID != 0 {
 		r.killSuidgid(cancel, &in.InHeader)
 	}
