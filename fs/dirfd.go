@@ -86,6 +86,14 @@ type dirFD struct {
 	fd    int
 	epoch uint64 // overlayFS.dirEpoch when the path was resolved
 	refs  atomic.Int32
+	done  func() // release, made once so that lending it allocates nothing
+}
+
+func newDirFD(fd int, epoch uint64, refs int32) *dirFD {
+	d := &dirFD{fd: fd, epoch: epoch}
+	d.refs.Store(refs)
+	d.done = d.release
+	return d
 }
 
 // borrow takes a reference unless the fd is already closed or closing.
@@ -115,16 +123,13 @@ func (o *overlayFS) dirChanging() { o.dirEpoch.Add(1) }
 // its path, and the function to call when done with the fd.
 func (n *node) upperFD() (int, string, func(), syscall.Errno) {
 	o := n.ofs
-	if d := n.upDir.Load(); d != nil {
-		if d.epoch == o.dirEpoch.Load() && d.borrow() {
-			rel, errno := n.rel()
-			if errno != 0 {
-				d.release()
-				return -1, "", nil, errno
-			}
-			return d.fd, rel, d.release, 0
+	if fd, release, ok := n.lendUpper(); ok {
+		rel, errno := n.rel()
+		if errno != 0 {
+			release()
+			return -1, "", nil, errno
 		}
-		n.dropUpperFD(d)
+		return fd, rel, release, 0
 	}
 	epoch := o.dirEpoch.Load()
 	keep := o.dirOps.Load() == 0
@@ -136,16 +141,29 @@ func (n *node) upperFD() (int, string, func(), syscall.Errno) {
 	if err != nil {
 		return -1, "", nil, toErrno(err)
 	}
-	d := &dirFD{fd: fd, epoch: epoch}
-	d.refs.Store(2)
+	d := newDirFD(fd, epoch, 2)
 	if keep && o.dirEpoch.Load() == epoch && n.upDir.CompareAndSwap(nil, d) {
 		if old := o.dirRing.add(n); old != nil && old != n {
 			old.dropUpperFD(nil)
 		}
-		return fd, rel, d.release, 0
+		return fd, rel, d.done, 0
 	}
 	d.refs.Store(1)
-	return fd, rel, d.release, 0
+	return fd, rel, d.done, 0
+}
+
+// lendUpper lends n's kept upper fd, if it keeps one of the current epoch (a stale one
+// is let go), with the function to call when done.
+func (n *node) lendUpper() (int, func(), bool) {
+	d := n.upDir.Load()
+	if d == nil {
+		return -1, nil, false
+	}
+	if d.epoch == n.ofs.dirEpoch.Load() && d.borrow() {
+		return d.fd, d.done, true
+	}
+	n.dropUpperFD(d)
+	return -1, nil, false
 }
 
 // dropUpperFD lets go of the node's kept fd d (nil: whatever it keeps).
@@ -164,13 +182,17 @@ func (n *node) dropUpperFD(d *dirFD) {
 // upperParent is parentDir for the upper layer.
 func (n *node) upperParent(rel string) (int, string, func(), error) {
 	if p := n.parentNode(); p != nil {
-		fd, prel, release, errno := p.upperFD()
-		if errno == 0 {
-			dir, name := sysx.Split(rel)
-			if dir == prel {
+		dir, name := sysx.Split(rel)
+		if fd, release, ok := p.lendUpper(); ok {
+			if p.GetChild(name) == n.EmbeddedInode() {
 				return fd, name, release, nil
 			}
 			release() // moved meanwhile: by the path
+		} else if fd, prel, release, errno := p.upperFD(); errno == 0 {
+			if dir == prel {
+				return fd, name, release, nil
+			}
+			release()
 		}
 	}
 	fd, name, err := n.ofs.stack.OpenParent(layers.Upper, rel)
@@ -181,22 +203,31 @@ func (n *node) upperParent(rel string) (int, string, func(), error) {
 }
 
 // dirFds is lookup.NewDirFds for directory node n at rel, with its upper copy's fd
-// lent by n.
+// lent by n (OpenLayerDir).
 func (n *node) dirFds(rel string) *lookup.DirFds {
-	return lookup.NewDirFdsWith(n.ofs.stack, rel, func(li int) (int, func(), error) {
-		if li == layers.Upper && n.ofs.stack.Writable {
-			fd, urel, release, errno := n.upperFD()
-			if errno != 0 {
-				return -1, nil, errno
-			}
-			if urel == rel {
-				return fd, release, nil
-			}
-			release() // moved meanwhile: by the path
+	return lookup.NewDirFdsWith(n.ofs.stack, rel, n)
+}
+
+var _ lookup.Opener = (*node)(nil)
+
+// OpenLayerDir opens n's copy in layer li (rel is n's path) for a lookup.DirFds: the
+// upper one is n's kept fd.
+func (n *node) OpenLayerDir(li int, rel string) (int, func(), error) {
+	if li == layers.Upper && n.ofs.stack.Writable {
+		if fd, release, ok := n.lendUpper(); ok {
+			return fd, release, nil
 		}
-		fd, err := n.ofs.stack.OpenDir(li, rel)
-		return fd, nil, err
-	})
+		fd, urel, release, errno := n.upperFD()
+		if errno != 0 {
+			return -1, nil, errno
+		}
+		if urel == rel {
+			return fd, release, nil
+		}
+		release() // moved meanwhile: by the path
+	}
+	fd, err := n.ofs.stack.OpenDir(li, rel)
+	return fd, nil, err
 }
 
 // parentDir returns an fd of the directory holding n's copy in layer li (rel is n's

@@ -126,8 +126,7 @@ func TestDirRingLetsTheOldestGo(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d := &dirFD{fd: fd}
-		d.refs.Store(1)
+		d := newDirFD(fd, 0, 1)
 		n.upDir.Store(d)
 		fds = append(fds, d)
 		if old := o.dirRing.add(n); old != nil {

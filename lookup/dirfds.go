@@ -19,10 +19,12 @@ type DirFds struct {
 	open  Opener // nil: Stack.OpenDir
 }
 
-// An Opener opens the directory's copy in layer li for a DirFds, which calls release
-// (when not nil) instead of closing fd at Close: it lets a caller lend a directory fd it
-// keeps open anyway.
-type Opener func(li int) (fd int, release func(), err error)
+// An Opener opens the copy in layer li of the directory at rel for a DirFds, which calls
+// release (when not nil) instead of closing fd at Close: it lets a caller lend a
+// directory fd it keeps open anyway.
+type Opener interface {
+	OpenLayerDir(li int, rel string) (fd int, release func(), err error)
+}
 
 type openDir struct {
 	fd      int
@@ -56,7 +58,7 @@ func (d *DirFds) Get(li int) (int, error) {
 	var release func()
 	var err error
 	if d.open != nil {
-		fd, release, err = d.open(li)
+		fd, release, err = d.open.OpenLayerDir(li, d.rel)
 	} else {
 		fd, err = d.stack.OpenDir(li, d.rel)
 	}
