@@ -186,6 +186,11 @@ func (n *node) stat(rel string) (unix.Stat_t, syscall.Errno) {
 	if err != nil {
 		return st, toErrno(err)
 	}
+	if m := n.StableAttr().Mode & unix.S_IFMT; m != 0 && st.Mode&unix.S_IFMT != m {
+		// Another object took the name after rel was built (a rename over it): its
+		// attributes are not n's. ESTALE makes the kernel look the name up again.
+		return st, syscall.ESTALE
+	}
 	n.ofs.fixAttr(&st, ls)
 	n.ofs.metacopyBlocks(&st, ls, rel)
 	n.remember(&st)
@@ -444,8 +449,13 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 		defer out.SetTimeout(time.Nanosecond)
 	}
 	rel, errno := n.rel()
+	var st unix.Stat_t
+	if errno == 0 {
+		st, errno = n.stat(rel)
+	}
 	if errno != 0 {
-		// Removed, but still open: answer from the open file or directory.
+		// Removed (or replaced at its name since rel, see stat), but still open:
+		// answer from the open file or directory.
 		switch h := f.(type) {
 		case *handle:
 			// Not cached: with the writeback cache nothing else makes the kernel ask
@@ -461,16 +471,12 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 			return 0
 		}
 		if errno == syscall.ESTALE {
-			return errno // repointed: see rel
+			return errno // repointed or replaced: see rel and stat
 		}
 		if st, ok := n.lastAttr(); ok {
 			n.ofs.fillAttr(out, &st)
 			return 0
 		}
-		return errno
-	}
-	st, errno := n.stat(rel)
-	if errno != 0 {
 		return errno
 	}
 	n.ofs.fillAttr(out, &st)
