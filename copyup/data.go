@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 
+	"github.com/cowfs/cowfs/internal/sysx"
 	"golang.org/x/sys/unix"
 )
 
@@ -19,7 +20,7 @@ func (c *Copier) copyData(srcDir int, name string, work int, tmp string, st *uni
 	if noData || st.Size == 0 {
 		return nil
 	}
-	src, err := unix.Openat(srcDir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	src, err := sysx.OpenatNoatime(srcDir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
 	if err != nil {
 		return err
 	}

@@ -104,7 +104,7 @@ func (c *Copier) fill(dst, dataLayer int, parent, name string, st *unix.Stat_t, 
 		return fmt.Errorf("data layer %d: %w", dataLayer, err)
 	}
 	defer unix.Close(dir)
-	src, err := unix.Openat(dir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	src, err := sysx.OpenatNoatime(dir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC)
 	if err != nil {
 		return fmt.Errorf("data layer %d: %w", dataLayer, err)
 	}

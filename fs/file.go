@@ -48,27 +48,38 @@ func backingFlags(flags uint32) int {
 
 // layerFlags are backingFlags adjusted to the data path. With the writeback cache the
 // kernel reads pages to fill in partial writes, also through a file opened write-only
-// (so the layer file is opened read-write), and gives every write its offset, appends
-// included (so the layer file must not append on its own).
+// (so the layer file is opened read-write, and O_NOATIME: such reads are the kernel's,
+// which no reader asked for, and must not move the atime), and gives every write its
+// offset, appends included (so the layer file must not append on its own).
 func (o *overlayFS) layerFlags(flags uint32) int {
 	f := backingFlags(flags)
 	if o.data == dataWriteback {
 		f &^= unix.O_APPEND
 		if f&unix.O_ACCMODE == unix.O_WRONLY {
-			f = f&^unix.O_ACCMODE | unix.O_RDWR
+			f = f&^unix.O_ACCMODE | unix.O_RDWR | unix.O_NOATIME
 		}
 	}
 	return f
 }
 
-// openLayerFile opens name with the flags of layerFlags. Where the daemon may not read
-// the file (mode 0200, the daemon not root) it is opened write-only as asked: writes of
-// whole pages work, and a partial one fails as it would have to.
-func openLayerFile(dirfd int, name string, f int, mode uint32) (int, int, error) {
-	fd, err := unix.Openat(dirfd, name, f, mode)
+// openLayerFile opens name with the flags of layerFlags, and returns the flags it used.
+// A lower layer's file is opened O_NOATIME, as kernel overlayfs opens every lower file
+// (sysx.OpenatNoatime); where the daemon may not (EPERM: neither owner nor CAP_FOWNER),
+// without it. Where the daemon may not read the file (mode 0200, the daemon not root)
+// it is opened write-only as asked: writes of whole pages work, and a partial one fails
+// as it would have to.
+func openLayerFile(dirfd int, name string, f int, lower bool) (int, int, error) {
+	if lower {
+		f |= unix.O_NOATIME
+	}
+	fd, err := unix.Openat(dirfd, name, f, 0)
+	if err == unix.EPERM && f&unix.O_NOATIME != 0 {
+		f &^= unix.O_NOATIME
+		fd, err = unix.Openat(dirfd, name, f, 0)
+	}
 	if err == unix.EACCES && f&unix.O_ACCMODE == unix.O_RDWR && f&unix.O_CREAT == 0 {
 		f = f&^unix.O_ACCMODE | unix.O_WRONLY
-		fd, err = unix.Openat(dirfd, name, f, mode)
+		fd, err = unix.Openat(dirfd, name, f, 0)
 	}
 	return fd, f, err
 }
@@ -115,7 +126,7 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 		if err != nil {
 			return nil, 0, toErrno(err)
 		}
-		fd, ff, err := openLayerFile(dirfd, name, f, 0)
+		fd, ff, err := openLayerFile(dirfd, name, f, n.ofs.stack.Lower(li))
 		release()
 		if err != nil {
 			return nil, 0, toErrno(err)

@@ -27,7 +27,13 @@ func (o *overlayFS) mergedEntries(rel string, dirLayers []int) ([]fuse.DirEntry,
 	seen := map[string]int{} // name -> index in out, or -1 for a hidden name
 	inoFixed := map[int]bool{}
 	for _, li := range dirLayers {
-		fd, err := sysx.OpenBeneath(o.stack.Layers[li].Root, rel, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		var fd int
+		var err error
+		if o.stack.Lower(li) {
+			fd, err = sysx.OpenBeneathNoatime(o.stack.Layers[li].Root, rel, unix.O_RDONLY|unix.O_DIRECTORY)
+		} else {
+			fd, err = sysx.OpenBeneath(o.stack.Layers[li].Root, rel, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		}
 		if err != nil {
 			if sysx.IsNotExist(err) {
 				continue

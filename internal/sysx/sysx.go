@@ -66,6 +66,29 @@ func openBeneath(root int, rel string, flags int, mode uint32) (int, error) {
 	}
 }
 
+// Reads of a lower layer: kernel overlayfs opens every lower file and directory
+// O_NOATIME (ovl_path_open), so that reading through the mount never changes a layer,
+// which other mounts may share. O_NOATIME needs the file's owner or CAP_FOWNER; where
+// it is refused (EPERM) the file is opened without it, as the kernel does.
+
+// OpenatNoatime is unix.Openat of an existing name, with O_NOATIME where allowed.
+func OpenatNoatime(dirfd int, name string, flags int) (int, error) {
+	fd, err := unix.Openat(dirfd, name, flags|unix.O_NOATIME, 0)
+	if err == unix.EPERM {
+		fd, err = unix.Openat(dirfd, name, flags, 0)
+	}
+	return fd, err
+}
+
+// OpenBeneathNoatime is OpenBeneath of an existing name, with O_NOATIME where allowed.
+func OpenBeneathNoatime(root int, rel string, flags int) (int, error) {
+	fd, err := OpenBeneath(root, rel, flags|unix.O_NOATIME, 0)
+	if err == unix.EPERM {
+		fd, err = OpenBeneath(root, rel, flags, 0)
+	}
+	return fd, err
+}
+
 // ChmodNoFollow changes the mode of entry name in dirfd ("" or "." for dirfd itself)
 // without following a symlink there (a symlink is EOPNOTSUPP). fchmodat(2) has no
 // working AT_SYMLINK_NOFOLLOW, and a plain fchmodat follows a symlink that replaced the
