@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -70,6 +71,11 @@ type node struct {
 	// repoint (passthrough.go), or a copy-up that gave a lower hard link a number of
 	// its own (copyUpNotify).
 	superseded bool
+	// freshDir: last holds the attributes of a directory that only lower layers hold,
+	// as the daemon's last listing of it left them (listed). Only such a read of the
+	// directory changes them while it is mounted (its atime), so they answer a GETATTR
+	// without a stat (freshDirAttr); a change of layers clears it.
+	freshDir bool
 
 	// upDir is a directory's upper copy's fd, once kept (dirfd.go; atomic, no lock).
 	upDir atomic.Pointer[dirFD]
@@ -111,6 +117,7 @@ func (n *node) merge(ls []int) {
 		n.layers = ls
 		n.xattrs = nil
 		n.xattrGen++
+		n.freshDir = false
 	}
 }
 
@@ -119,6 +126,7 @@ func (n *node) setLayers(ls []int) {
 	n.layers = ls
 	n.xattrs = nil
 	n.xattrGen++
+	n.freshDir = false
 	n.mu.Unlock()
 }
 
@@ -235,6 +243,28 @@ func (n *node) remember(st *unix.Stat_t) {
 	n.mu.Lock()
 	n.last.set(st)
 	n.mu.Unlock()
+}
+
+// listed keeps st, the attributes of directory n's topmost copy, in a lower layer, as a
+// listing of the layers ls left them (mergedEntries), unless n's layers changed since.
+func (n *node) listed(st *unix.Stat_t, ls []int) {
+	n.ofs.fixAttr(st, ls)
+	n.mu.Lock()
+	if slices.Equal(n.layers, ls) {
+		n.last.set(st)
+		n.freshDir = true
+	}
+	n.mu.Unlock()
+}
+
+// freshDirAttr is what listed kept, while n is still a directory of lower layers only.
+func (n *node) freshDirAttr() (unix.Stat_t, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.freshDir || !n.ofs.stack.Lower(n.layers[0]) {
+		return unix.Stat_t{}, false
+	}
+	return n.last.stat(), true
 }
 
 // isOpen reports whether a file of ours is open on n.
@@ -447,6 +477,13 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 		// Files open on this node show the file that a new node writes (admit):
 		// their attributes must not be kept.
 		defer out.SetTimeout(time.Nanosecond)
+	}
+	if n.IsDir() {
+		// Asked again after every listing, which drops the kernel's atime (see freshDir).
+		if st, ok := n.freshDirAttr(); ok {
+			n.ofs.fillAttr(out, &st)
+			return 0
+		}
 	}
 	rel, errno := n.rel()
 	var st unix.Stat_t

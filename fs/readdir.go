@@ -21,8 +21,10 @@ import (
 
 // mergedEntries lists the directory rel, merged over its layers (top-down): whiteouts and
 // the names they hide are dropped, the first occurrence of a name wins, and markers never
-// show. "." and ".." are not included.
-func (o *overlayFS) mergedEntries(rel string, dirLayers []int) ([]fuse.DirEntry, error) {
+// show. "." and ".." are not included. If top is not nil and the topmost copy is in a
+// lower layer, *top gets that copy's attributes as the listing left them (reading may
+// move its atime) and fresh reports it.
+func (o *overlayFS) mergedEntries(rel string, dirLayers []int, top *unix.Stat_t) (_ []fuse.DirEntry, fresh bool, _ error) {
 	var out []fuse.DirEntry
 	seen := map[string]int{} // name -> index in out, or -1 for a hidden name
 	inoFixed := map[int]bool{}
@@ -38,7 +40,7 @@ func (o *overlayFS) mergedEntries(rel string, dirLayers []int) ([]fuse.DirEntry,
 			if sysx.IsNotExist(err) {
 				continue
 			}
-			return nil, err
+			return nil, false, err
 		}
 		marks, _ := whiteout.ReadDirMarks(fd, "")
 		err = readDirents(fd, func(name string, ino uint64, typ uint8) {
@@ -81,12 +83,16 @@ func (o *overlayFS) mergedEntries(rel string, dirLayers []int) ([]fuse.DirEntry,
 			seen[name] = len(out)
 			out = append(out, fuse.DirEntry{Name: name, Mode: mode, Ino: dino})
 		})
+		if err == nil && top != nil && li == dirLayers[0] && o.stack.Lower(li) {
+			*top, err = o.statAt(li, fd, "")
+			fresh = err == nil
+		}
 		unix.Close(fd)
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
-	return out, nil
+	return out, fresh, nil
 }
 
 func dtToMode(t uint8) uint32 {
@@ -208,9 +214,14 @@ func (d *dirHandle) load() syscall.Errno {
 	if errno != 0 {
 		return errno
 	}
-	ents, err := d.n.ofs.mergedEntries(rel, d.n.getLayers())
+	var top unix.Stat_t
+	ls := d.n.getLayers()
+	ents, fresh, err := d.n.ofs.mergedEntries(rel, ls, &top)
 	if err != nil {
 		return toErrno(err)
+	}
+	if fresh {
+		d.n.listed(&top, ls)
 	}
 	self := d.n.StableAttr().Ino
 	parent := self

@@ -163,7 +163,7 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 		}
 	}
 	if !removed {
-		ents, err := n.ofs.mergedEntries(sysx.Join(r.rel, name), e.Layers)
+		ents, _, err := n.ofs.mergedEntries(sysx.Join(r.rel, name), e.Layers, nil)
 		if err != nil {
 			return toErrno(err)
 		}

@@ -83,7 +83,7 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 			// marked opaque below, as in ovl_rename, where the upper filesystem's rename
 			// is what fails.
 			nrel, _ := np.rel()
-			ents, err := n.ofs.mergedEntries(sysx.Join(nrel, newName), de.Layers)
+			ents, _, err := n.ofs.mergedEntries(sysx.Join(nrel, newName), de.Layers, nil)
 			if err != nil {
 				return toErrno(err)
 			}

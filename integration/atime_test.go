@@ -99,3 +99,35 @@ func TestLowerAtimes(t *testing.T) {
 	}
 }
 
+// TestListedDirectoryAttributes: the attributes of a directory that only lower layers
+// hold are kept from its listing (the kernel asks for them again after each listing),
+// so they must give way to the upper copy's as soon as a change copies it up.
+func TestListedDirectoryAttributes(t *testing.T) {
+	runCases(t, []behaviourCase{
+		{
+			name:   "a listed lower directory shows its upper copy's times once a create copies it up",
+			lowers: []layer{{"d/x": file("x"), "d/sub/y": file("y")}},
+			op: ops(func(r *rec) {
+				r.ls("d")
+				r.mtimeIsFixture("d")
+				r.errno("create d/new", os.WriteFile(r.p("d/new"), nil, 0o644))
+				r.ls("d")
+				r.mtimeIsFixture("d")
+			}),
+			want: []string{"mtime of d is the lower's: true", "mtime of d is the lower's: false"},
+		},
+		{
+			name:   "a listed lower directory shows its new mode after a chmod",
+			lowers: []layer{{"d/x": file("x")}},
+			op: ops(func(r *rec) {
+				r.ls("d")
+				r.stat("d")
+				r.errno("chmod d", unix.Chmod(r.p("d"), 0o700))
+				r.ls("d")
+				r.stat("d")
+				r.ls("d/..")
+				r.stat("d")
+			}),
+		},
+	})
+}
