@@ -112,25 +112,45 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 			return nil, 0, syscall.ESTALE
 		}
 	}
-	rel, errno := n.rel()
-	if errno != 0 {
-		return nil, 0, errno
-	}
 	f := n.ofs.layerFlags(flags)
 	if int(flags)&unix.O_TRUNC != 0 {
 		f |= unix.O_TRUNC
 	}
+	type opened struct{ fd, flags, layer int }
 	for {
-		li := n.dataLayer() // a metacopy file's data is below its attributes
-		dirfd, name, release, err := n.parentDir(li, rel)
-		if err != nil {
-			return nil, 0, toErrno(err)
+		o, errno := settle(n, func() (opened, syscall.Errno) {
+			rel, errno := n.rel()
+			if errno != 0 {
+				return opened{}, errno
+			}
+			li := n.dataLayer() // a metacopy file's data is below its attributes
+			dirfd, name, release, err := n.parentDir(li, rel)
+			if err != nil {
+				return opened{}, toErrno(err)
+			}
+			fd, ff, err := openLayerFile(dirfd, name, f, n.ofs.stack.Lower(li))
+			release()
+			if err != nil {
+				return opened{}, toErrno(err)
+			}
+			return opened{fd, ff, li}, 0
+		}, func(o opened) { unix.Close(o.fd) })
+		if errno == syscall.ENOENT {
+			// The node lost its name since the kernel resolved the path to it (an
+			// unlink, a rename over it or of a directory above). A file renamed over
+			// is opened through the fd kept of it (orphans, flux.go), as the kernel
+			// opens the inode it resolved. Else ESTALE makes the kernel resolve the
+			// path again (LOOKUP_REVAL) and open what the name holds now, if anything.
+			fd, ok := n.ofs.openOrphan(n, f)
+			if !ok {
+				return nil, 0, syscall.ESTALE
+			}
+			o, errno = opened{fd, f, layers.Upper}, 0
 		}
-		fd, ff, err := openLayerFile(dirfd, name, f, n.ofs.stack.Lower(li))
-		release()
-		if err != nil {
-			return nil, 0, toErrno(err)
+		if errno != 0 {
+			return nil, 0, errno
 		}
+		fd, ff, li := o.fd, o.flags, o.layer
 		h := &handle{n: n, fd: fd, layer: li, flags: ff}
 		switch n.admit(h) {
 		case admitMoved:
@@ -309,13 +329,24 @@ func (h *handle) Lseek(ctx context.Context, off uint64, whence uint32) (uint64, 
 }
 
 func (h *handle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
-	fd, errno := h.readFd()
+	st, errno := h.stat()
 	if errno != 0 {
 		return errno
 	}
+	h.n.ofs.fillAttr(out, &st)
+	return 0
+}
+
+// stat reads the attributes of the open file: through its fd (moved to the upper copy
+// once the data is there, see readFd), which no rename or unlink of its name changes.
+func (h *handle) stat() (unix.Stat_t, syscall.Errno) {
+	fd, errno := h.readFd()
+	if errno != 0 {
+		return unix.Stat_t{}, errno
+	}
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
-		return toErrno(err)
+		return st, toErrno(err)
 	}
 	h.mu.Lock()
 	li := h.layer
@@ -329,8 +360,7 @@ func (h *handle) Getattr(ctx context.Context, out *fuse.AttrOut) syscall.Errno {
 			}
 		}
 	}
-	h.n.ofs.fillAttr(out, &st)
-	return 0
+	return st, 0
 }
 
 // ftruncate truncates through the handle when it is open for writing on the upper.

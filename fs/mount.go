@@ -67,6 +67,12 @@ type overlayFS struct {
 	dirEpoch atomic.Uint64
 	dirOps   atomic.Int64
 	dirRing  *dirRing
+	// flux holds, by request (its cancel channel), the directories whose name change
+	// ends once go-fuse has moved its nodes (flux.go; a sync.Map).
+	flux sync.Map
+	// orphans holds, by node, an O_PATH fd of an upper file renamed over while the
+	// kernel knew it (flux.go; a sync.Map).
+	orphans sync.Map
 }
 
 // Mounted is a live cowfs mount.

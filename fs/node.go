@@ -48,12 +48,13 @@ type node struct {
 	// copyMu serialises copy-up of this object; held for the whole copy.
 	copyMu sync.Mutex
 
-	// anonFd (guarded by mu) is, while anon, an fd of the file made with O_TMPFILE, so
-	// it can be linked into place.
-	anonFd int
-
-	// The small fields, packed (the node stays in the 320-byte allocation class), all
-	// guarded by mu:
+	// The small fields, packed (the node stays in the 320-byte allocation class).
+	// flux counts the name changes in a directory (flux.go; atomic, no lock). The others
+	// are guarded by mu:
+	flux atomic.Uint32
+	// anonFd is, while anon, an fd of the file made with O_TMPFILE, so it can be
+	// linked into place.
+	anonFd int32
 	// xattrGen counts the drops of xattrs, so a read that raced with a change is not kept.
 	xattrGen uint32
 	// cachedOpen counts the open files of this node that are not passed through (see
@@ -187,8 +188,17 @@ func (n *node) dir(rel string) lookup.Dir {
 // changed records that a name in directory n changed (after the change is on disk).
 func (n *node) changed() { n.gen.Add(1) }
 
-// stat reads the attributes of the object in its topmost layer.
+// stat reads the attributes of the object in its topmost layer, and keeps them.
 func (n *node) stat(rel string) (unix.Stat_t, syscall.Errno) {
+	st, errno := n.look(rel)
+	if errno == 0 {
+		n.remember(&st)
+	}
+	return st, errno
+}
+
+// look reads the attributes of the object in its topmost layer.
+func (n *node) look(rel string) (unix.Stat_t, syscall.Errno) {
 	ls := n.getLayers()
 	st, err := n.statIn(ls[0], rel)
 	if err != nil {
@@ -201,7 +211,6 @@ func (n *node) stat(rel string) (unix.Stat_t, syscall.Errno) {
 	}
 	n.ofs.fixAttr(&st, ls)
 	n.ofs.metacopyBlocks(&st, ls, rel)
-	n.remember(&st)
 	return st, 0
 }
 
@@ -484,11 +493,29 @@ func (n *node) Getattr(ctx context.Context, f gofs.FileHandle, out *fuse.AttrOut
 			n.ofs.fillAttr(out, &st)
 			return 0
 		}
+	} else if h, ok := f.(*handle); ok {
+		// An open file (fstat, or the kernel refreshing a size): its fd is the object
+		// itself. A stat by path would race with a rename over the name, and give
+		// another file's attributes, which the kernel would keep for this one.
+		if st, errno := h.stat(); errno == 0 {
+			if _, parent := n.Parent(); parent == nil {
+				// Removed: as below, not cached.
+				out.SetTimeout(time.Nanosecond)
+			}
+			n.remember(&st)
+			n.ofs.fillAttr(out, &st)
+			return 0
+		}
 	}
-	rel, errno := n.rel()
-	var st unix.Stat_t
+	st, errno := settle(n, func() (unix.Stat_t, syscall.Errno) {
+		rel, errno := n.rel()
+		if errno != 0 {
+			return unix.Stat_t{}, errno
+		}
+		return n.look(rel)
+	}, func(unix.Stat_t) {})
 	if errno == 0 {
-		st, errno = n.stat(rel)
+		n.remember(&st)
 	}
 	if errno != 0 {
 		// Removed (or replaced at its name since rel, see stat), but still open:

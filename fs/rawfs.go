@@ -62,8 +62,10 @@ func (r rawFS) Mkdir(cancel <-chan struct{}, in *fuse.MkdirIn, name string, out 
 	return r.retry(func() fuse.Status { return r.RawFileSystem.Mkdir(cancel, in, name, out) })
 }
 
-// Unlink and Rmdir may write a whiteout.
+// Unlink and Rmdir may write a whiteout. Unlink, Rmdir and Rename end the name
+// changes their handlers started once go-fuse has moved its nodes (flux.go).
 func (r rawFS) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+	defer r.ofs.endFlux(cancel)
 	return r.retry(func() fuse.Status { return r.RawFileSystem.Unlink(cancel, h, name) })
 }
 
@@ -72,12 +74,14 @@ func (r rawFS) Unlink(cancel <-chan struct{}, h *fuse.InHeader, name string) fus
 func (r rawFS) Rmdir(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
 	r.ofs.dirOps.Add(1)
 	defer r.ofs.dirOps.Add(-1)
+	defer r.ofs.endFlux(cancel)
 	return r.retry(func() fuse.Status { return r.RawFileSystem.Rmdir(cancel, h, name) })
 }
 
 func (r rawFS) Rename(cancel <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
 	r.ofs.dirOps.Add(1)
 	defer r.ofs.dirOps.Add(-1)
+	defer r.ofs.endFlux(cancel)
 	return r.retry(func() fuse.Status { return r.RawFileSystem.Rename(cancel, in, oldName, newName) })
 }
 

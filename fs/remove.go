@@ -97,6 +97,13 @@ var _ = (gofs.NodeUnlinker)((*node)(nil))
 
 // Unlink removes a name; a lower one is hidden by a whiteout, never copied up first.
 func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
+	end := n.ofs.startFlux(ctx, n)
+	errno := n.unlink(name)
+	end(errno != 0)
+	return errno
+}
+
+func (n *node) unlink(name string) syscall.Errno {
 	if !n.ofs.stack.Writable {
 		return syscall.EROFS
 	}
@@ -125,6 +132,13 @@ var _ = (gofs.NodeRmdirer)((*node)(nil))
 // Rmdir removes a directory that is empty in the merged view (lower entries that are not
 // whited out count).
 func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
+	end := n.ofs.startFlux(ctx, n)
+	errno := n.rmdir(name)
+	end(errno != 0)
+	return errno
+}
+
+func (n *node) rmdir(name string) syscall.Errno {
 	if !n.ofs.stack.Writable {
 		return syscall.EROFS
 	}

@@ -31,6 +31,17 @@ var _ = (gofs.NodeRenamer)((*node)(nil))
 // in the upper layer, leaving a whiteout where a lower name would show through; a
 // directory with lower content cannot move (EXDEV, so tools fall back to copying).
 func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
+	dirs := []*node{n}
+	if np, ok := newParent.(*node); ok && np != n {
+		dirs = append(dirs, np)
+	}
+	end := n.ofs.startFlux(ctx, dirs...)
+	errno := n.rename(name, newParent, newName, flags)
+	end(errno != 0)
+	return errno
+}
+
+func (n *node) rename(name string, newParent gofs.InodeEmbedder, newName string, flags uint32) syscall.Errno {
 	st := n.ofs.stack
 	if !st.Writable {
 		return syscall.EROFS
@@ -185,15 +196,27 @@ func (n *node) Rename(ctx context.Context, name string, newParent gofs.InodeEmbe
 		rflags = unix.RENAME_EXCHANGE // a directory can't replace a device
 		cleanupWhiteout = true
 	}
+	// A file replaced by the rename stays openable for an open that resolved its name
+	// before (orphans, flux.go).
+	orphan := -1
+	if !exchange && dst != nil && dst.StableAttr().Mode&unix.S_IFMT == unix.S_IFREG && dst.top() == layers.Upper {
+		orphan, _ = unix.Openat(newUp, newName, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	}
 	if err := unix.Renameat2(oldUp, name, newUp, newName, rflags); err != nil {
 		if rflags == unix.RENAME_WHITEOUT && (errors.Is(err, unix.EINVAL) || errors.Is(err, unix.EPERM)) {
 			err = unix.Renameat2(oldUp, name, newUp, newName, 0)
 			whiteoutAfter = err == nil
 		}
 		if err != nil {
+			if orphan >= 0 {
+				unix.Close(orphan)
+			}
 			restore()
 			return toErrno(err)
 		}
+	}
+	if orphan >= 0 {
+		n.ofs.keepOrphan(dst, orphan)
 	}
 	if cleanupWhiteout {
 		unix.Unlinkat(oldUp, name, 0)

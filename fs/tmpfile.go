@@ -53,7 +53,7 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 		return nil, nil, 0, toErrno(err)
 	}
 	n.ofs.fillEntry(out, &st)
-	child := &node{ofs: n.ofs, layers: []int{layers.Upper}, anon: true, anonFd: anon}
+	child := &node{ofs: n.ofs, layers: []int{layers.Upper}, anon: true, anonFd: int32(anon)}
 	in := n.NewInode(ctx, child, gofs.StableAttr{Mode: unix.S_IFREG, Ino: lookup.MapIno(n.ofs.stack, layers.Upper, st.Ino)})
 	h := &handle{n: in.Operations().(*node), fd: fd, layer: layers.Upper, flags: f}
 	h.n.admit(h)
@@ -67,7 +67,7 @@ func (t *node) linkSource() (dirfd int, name string, flags int, done func(), err
 	anon, anonFd := t.anon, t.anonFd
 	t.mu.Unlock()
 	if anon {
-		return unix.AT_FDCWD, sysx.ProcPath(anonFd, ""), unix.AT_SYMLINK_FOLLOW, func() {}, 0
+		return unix.AT_FDCWD, sysx.ProcPath(int(anonFd), ""), unix.AT_SYMLINK_FOLLOW, func() {}, 0
 	}
 	rel, errno := t.rel()
 	if errno != 0 {
@@ -85,7 +85,7 @@ func (t *node) named() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.anon {
-		unix.Close(t.anonFd)
+		unix.Close(int(t.anonFd))
 		t.anon = false
 	}
 }
@@ -95,4 +95,5 @@ func (t *node) named() {
 func (n *node) OnForget() {
 	n.named()
 	n.dropUpperFD(nil)
+	n.ofs.dropOrphan(n)
 }
