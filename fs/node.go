@@ -73,8 +73,9 @@ type node struct {
 	// its own (copyUpNotify).
 	superseded bool
 	// freshDir: last holds the attributes of a directory that only lower layers hold,
-	// as the daemon's last listing of it left them (listed). Only such a read of the
-	// directory changes them while it is mounted (its atime), so they answer a GETATTR
+	// as the daemon's last listing of it left them (listed). Nothing else changes them
+	// while it is mounted (lower layers are read O_NOATIME; where that is refused, a
+	// listing moves the atime, hence the fstat after each), so they answer a GETATTR
 	// without a stat (freshDirAttr); a change of layers clears it.
 	freshDir bool
 
