@@ -116,8 +116,24 @@ func (n *node) unlink(name string) syscall.Errno {
 	if e.Mode == unix.S_IFDIR {
 		return syscall.EISDIR
 	}
+	// A file open here stays openable through /proc/self/fd after its last name goes,
+	// as on the kernel: keep an fd of it for the node (orphans, flux.go).
+	orphan := -1
+	if c := n.child(name); c != nil && e.Mode == unix.S_IFREG && e.Layers[0] == layers.Upper && c.isOpen() {
+		if up, errno := r.upper(); errno == 0 {
+			orphan, _ = unix.Openat(up, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		}
+	}
 	if errno := r.remove(false); errno != 0 {
+		if orphan >= 0 {
+			unix.Close(orphan)
+		}
 		return errno
+	}
+	if c := n.child(name); c != nil && orphan >= 0 {
+		n.ofs.keepOrphan(c, orphan)
+	} else if orphan >= 0 {
+		unix.Close(orphan)
 	}
 	if c := n.child(name); c != nil && e.Layers[0] == layers.Upper {
 		// A lower object only got hidden: its own link count does not change (the

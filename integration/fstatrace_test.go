@@ -2,6 +2,7 @@ package integration
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -69,6 +70,60 @@ func TestFstatDuringRenameOver(t *testing.T) {
 			}
 			if wrong > 3 {
 				t.Errorf("... %d rounds in all showed another file's size", wrong)
+			}
+		})
+	}
+}
+
+// TestReopenThroughProc: a file that lost its last name while open is opened again
+// through /proc/self/fd (programs recover deleted files that way), and shows its data and
+// no links, as on the kernel, which opens the inode.
+func TestReopenThroughProc(t *testing.T) {
+	cases := []struct {
+		name string
+		drop func(dir string) error // takes the name away from d/f
+	}{
+		{"an unlinked file opens again through /proc/self/fd", func(dir string) error {
+			return os.Remove(filepath.Join(dir, "f"))
+		}},
+		{"a file renamed over opens again through /proc/self/fd", func(dir string) error {
+			if err := os.WriteFile(filepath.Join(dir, "new"), []byte("new"), 0o644); err != nil {
+				return err
+			}
+			return os.Rename(filepath.Join(dir, "new"), filepath.Join(dir, "f"))
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			for _, kind := range []mountKind{kernelKind, fuseKind} {
+				t.Run(string(kind), func(t *testing.T) {
+					m := newTestMount(t, kind, layer{"d/x": file("x")}, layer{})
+					dir := filepath.Join(m.dir, "d")
+					if err := os.WriteFile(filepath.Join(dir, "f"), []byte("old data"), 0o644); err != nil {
+						t.Fatal(err)
+					}
+					f, err := os.Open(filepath.Join(dir, "f"))
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer f.Close()
+					if err := c.drop(dir); err != nil {
+						t.Fatal(err)
+					}
+					g, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+					if err != nil {
+						t.Fatalf("reopen: %v", err)
+					}
+					defer g.Close()
+					data, err := io.ReadAll(g)
+					if err != nil || string(data) != "old data" {
+						t.Errorf("reopened file reads %q, %v; want %q", data, err, "old data")
+					}
+					var st unix.Stat_t
+					if err := unix.Fstat(int(g.Fd()), &st); err != nil || st.Nlink != 0 {
+						t.Errorf("reopened file: nlink %d, %v; want 0", st.Nlink, err)
+					}
+				})
 			}
 		})
 	}
