@@ -5,6 +5,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/cowfs/cowfs/internal/sysx"
 	"github.com/cowfs/cowfs/layers"
 	gofs "github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -62,24 +63,25 @@ func (o *overlayFS) layerFlags(flags uint32) int {
 	return f
 }
 
-// openLayerFile opens name with the flags of layerFlags, and returns the flags it used.
-// A lower layer's file is opened O_NOATIME, as kernel overlayfs opens every lower file
-// (sysx.OpenatNoatime); where the daemon may not (EPERM: neither owner nor CAP_FOWNER),
-// without it. Where the daemon may not read the file (mode 0200, the daemon not root)
-// it is opened write-only as asked: writes of whole pages work, and a partial one fails
-// as it would have to.
+// openLayerFile opens name with the flags of layerFlags, and returns the flags it used
+// (without O_NOATIME). A lower layer's file, and an upper one that layerFlags asked it
+// for, is opened O_NOATIME where the daemon may (sysx.OpenatNoatime), as kernel overlayfs
+// opens every lower file. Where the daemon may not read the file (mode 0200, the daemon
+// not root) it is opened write-only as asked: writes of whole pages work, and a partial
+// one fails as it would have to.
 func openLayerFile(dirfd int, name string, f int, lower bool) (int, int, error) {
-	if lower {
-		f |= unix.O_NOATIME
+	noatime := lower || f&unix.O_NOATIME != 0
+	f &^= unix.O_NOATIME
+	open := func(f int) (int, error) {
+		if noatime {
+			return sysx.OpenatNoatime(dirfd, name, f)
+		}
+		return unix.Openat(dirfd, name, f, 0)
 	}
-	fd, err := unix.Openat(dirfd, name, f, 0)
-	if err == unix.EPERM && f&unix.O_NOATIME != 0 {
-		f &^= unix.O_NOATIME
-		fd, err = unix.Openat(dirfd, name, f, 0)
-	}
+	fd, err := open(f)
 	if err == unix.EACCES && f&unix.O_ACCMODE == unix.O_RDWR && f&unix.O_CREAT == 0 {
 		f = f&^unix.O_ACCMODE | unix.O_WRONLY
-		fd, err = unix.Openat(dirfd, name, f, 0)
+		fd, err = open(f)
 	}
 	return fd, f, err
 }

@@ -118,8 +118,9 @@ func (n *node) unlink(name string) syscall.Errno {
 	}
 	// A file open here stays openable through /proc/self/fd after its last name goes,
 	// as on the kernel: keep an fd of it for the node (orphans, flux.go).
+	c := n.child(name)
 	orphan := -1
-	if c := n.child(name); c != nil && e.Mode == unix.S_IFREG && e.Layers[0] == layers.Upper && c.isOpen() {
+	if c != nil && e.Mode == unix.S_IFREG && e.Layers[0] == layers.Upper && c.isOpen() {
 		if up, errno := r.upper(); errno == 0 {
 			orphan, _ = unix.Openat(up, name, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 		}
@@ -130,12 +131,10 @@ func (n *node) unlink(name string) syscall.Errno {
 		}
 		return errno
 	}
-	if c := n.child(name); c != nil && orphan >= 0 {
+	if orphan >= 0 {
 		n.ofs.keepOrphan(c, orphan)
-	} else if orphan >= 0 {
-		unix.Close(orphan)
 	}
-	if c := n.child(name); c != nil && e.Layers[0] == layers.Upper {
+	if c != nil && e.Layers[0] == layers.Upper {
 		// A lower object only got hidden: its own link count does not change (the
 		// kernel's fstat asks the lower inode too).
 		c.unlinked()
