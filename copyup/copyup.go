@@ -6,6 +6,7 @@ package copyup
 import (
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync/atomic"
 
@@ -21,11 +22,22 @@ import (
 type Copier struct {
 	stack *layers.Stack
 	seq   atomic.Uint64
+	// noClone marks, by layer, the lower layers a reflink (FICLONE) to the upper was
+	// refused from: not asked again (one system call less a copy, on ext4 always).
+	noClone []atomic.Bool
+	// chownAlways: copies need their owner set even when it is the daemon's (a new
+	// file takes the group of a set-group-ID work directory).
+	chownAlways bool
+	euid, egid  int
 }
 
 // New returns a Copier for stack, which must be writable.
 func New(stack *layers.Stack) *Copier {
-	return &Copier{stack: stack}
+	c := &Copier{stack: stack, noClone: make([]atomic.Bool, len(stack.Layers)),
+		euid: os.Geteuid(), egid: os.Getegid()}
+	var st unix.Stat_t
+	c.chownAlways = unix.Fstat(stack.Work, &st) != nil || st.Mode&unix.S_ISGID != 0
+	return c
 }
 
 // TempName returns a fresh scratch name in the work dir.
@@ -50,6 +62,29 @@ type Source struct {
 	// DataLayer is the layer holding the data when it is not Layer (Layer holds a
 	// metacopy file); 0 means Layer (the upper, 0, is never a source).
 	DataLayer int
+	// Dirs, when set, lends the fds of the parent directory's copies (the parent's
+	// node keeps them open); nil opens them from the layer roots.
+	Dirs lookup.Opener
+}
+
+// openDir opens the copy in layer li of the directory parent, through o when set, and
+// returns it with the function that lets go of it.
+func (c *Copier) openDir(o lookup.Opener, li int, parent string) (int, func(), error) {
+	if o != nil {
+		fd, release, err := o.OpenLayerDir(li, parent)
+		if err != nil {
+			return -1, nil, err
+		}
+		if release == nil {
+			release = func() { unix.Close(fd) }
+		}
+		return fd, release, nil
+	}
+	fd, err := c.stack.OpenDir(li, parent)
+	if err != nil {
+		return -1, nil, err
+	}
+	return fd, func() { unix.Close(fd) }, nil
 }
 
 // Metacopy reports whether this mount makes metadata-only copies (option metacopy=on
@@ -76,7 +111,7 @@ func (c *Copier) EnsureDir(rel string, lowerOf func(rel string) (layer int, ino 
 		unix.Close(fd)
 		return nil
 	}
-	parent, name := sysx.Split(rel)
+	parent, _ := sysx.Split(rel)
 	if err := c.EnsureDir(parent, lowerOf); err != nil {
 		return err
 	}
@@ -84,24 +119,29 @@ func (c *Copier) EnsureDir(rel string, lowerOf func(rel string) (layer int, ino 
 	if err != nil {
 		return err
 	}
-	return c.copyDir(li, rel, parent, name, ino)
+	return c.Dir(Source{Layer: li, Rel: rel, Ino: ino})
 }
 
-func (c *Copier) copyDir(li int, rel, parent, name string, ino uint64) error {
-	srcDir, err := c.stack.OpenDir(li, parent)
+// Dir copies the directory src up as an empty directory with its metadata (Layer
+// holds the copy it takes them from); its upper parent must exist. One that is
+// there already is left as it is.
+func (c *Copier) Dir(src Source) error {
+	rel := src.Rel
+	parent, name := sysx.Split(rel)
+	srcDir, releaseSrc, err := c.openDir(src.Dirs, src.Layer, parent)
 	if err != nil {
 		return fmt.Errorf("copy up %q: %w", rel, err)
 	}
-	defer unix.Close(srcDir)
+	defer releaseSrc()
 	var st unix.Stat_t
 	if err := unix.Fstatat(srcDir, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return fmt.Errorf("copy up %q: %w", rel, err)
 	}
-	upParent, err := c.stack.OpenDir(layers.Upper, parent)
+	upParent, releaseUp, err := c.openDir(src.Dirs, layers.Upper, parent)
 	if err != nil {
 		return fmt.Errorf("copy up %q: upper parent: %w", rel, err)
 	}
-	defer unix.Close(upParent)
+	defer releaseUp()
 	pst, err := statDir(upParent)
 	if err != nil {
 		return err
@@ -111,7 +151,7 @@ func (c *Copier) copyDir(li int, rel, parent, name string, ino uint64) error {
 	if err := unix.Mkdirat(work, tmp, 0o700); err != nil {
 		return fmt.Errorf("copy up %q: %w", rel, err)
 	}
-	if err := c.finishMeta(li, srcDir, name, work, tmp, &st, ino, 0); err != nil {
+	if err := c.finishMeta(src.Layer, srcDir, name, work, tmp, &st, src.Ino, 0); err != nil {
 		layers.RemoveAt(work, tmp)
 		return fmt.Errorf("copy up %q: %w", rel, err)
 	}
@@ -131,34 +171,36 @@ func (c *Copier) copyDir(li int, rel, parent, name string, ino uint64) error {
 // The upper parent directory must exist (EnsureDir).
 func (c *Copier) File(src Source) error {
 	parent, name := sysx.Split(src.Rel)
-	srcDir, err := c.stack.OpenDir(src.Layer, parent)
+	srcDir, releaseSrc, err := c.openDir(src.Dirs, src.Layer, parent)
 	if err != nil {
 		return fmt.Errorf("copy up %q: %w", src.Rel, err)
 	}
-	defer unix.Close(srcDir)
+	defer releaseSrc()
 	var st unix.Stat_t
 	if err := unix.Fstatat(srcDir, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		return fmt.Errorf("copy up %q: %w", src.Rel, err)
 	}
-	upParent, err := c.stack.OpenDir(layers.Upper, parent)
+	upParent, releaseUp, err := c.openDir(src.Dirs, layers.Upper, parent)
 	if err != nil {
 		return fmt.Errorf("copy up %q: upper parent: %w", src.Rel, err)
 	}
-	defer unix.Close(upParent)
+	defer releaseUp()
 	pst, err := statDir(upParent)
 	if err != nil {
 		return err
 	}
-	dataDir := srcDir
+	dataDir, dataLayer := srcDir, src.Layer
 	if src.DataLayer != 0 && src.DataLayer != src.Layer && !src.Meta {
-		if dataDir, err = c.stack.OpenDir(src.DataLayer, parent); err != nil {
+		var releaseData func()
+		if dataDir, releaseData, err = c.openDir(src.Dirs, src.DataLayer, parent); err != nil {
 			return fmt.Errorf("copy up %q: data: %w", src.Rel, err)
 		}
-		defer unix.Close(dataDir)
+		defer releaseData()
+		dataLayer = src.DataLayer
 	}
 	work := c.stack.Work
 	tmp := c.TempName()
-	if err := c.build(srcDir, dataDir, name, work, tmp, &st, src); err != nil {
+	if err := c.build(srcDir, dataDir, dataLayer, name, work, tmp, &st, src); err != nil {
 		unix.Unlinkat(work, tmp, 0)
 		return fmt.Errorf("copy up %q: %w", src.Rel, err)
 	}
@@ -177,7 +219,7 @@ func (c *Copier) File(src Source) error {
 // the mount is volatile. A metadata-only copy gets the size and the metacopy marker
 // instead of the data, and no fsync (nothing of it is lost that the lower does not
 // hold; kernel ovl_do_copy_up skips it too, to keep chown -R fast).
-func (c *Copier) build(srcDir, dataDir int, name string, work int, tmp string, st *unix.Stat_t, src Source) error {
+func (c *Copier) build(srcDir, dataDir, dataLayer int, name string, work int, tmp string, st *unix.Stat_t, src Source) error {
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
 		if src.Meta {
@@ -186,7 +228,7 @@ func (c *Copier) build(srcDir, dataDir int, name string, work int, tmp string, s
 			}
 			break
 		}
-		if err := c.copyData(dataDir, name, work, tmp, st, src.NoData); err != nil {
+		if err := c.copyData(dataDir, dataLayer, name, work, tmp, st, src.NoData); err != nil {
 			return err
 		}
 	case unix.S_IFLNK:
@@ -225,8 +267,11 @@ func (c *Copier) finishMeta(li, srcDir int, name string, work int, tmp string, s
 			return fmt.Errorf("record owner and mode in %s: %w", override, err)
 		}
 	} else {
-		if err := unix.Fchownat(work, tmp, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
-			return err
+		// A new file is the daemon's already: most of a container image is root's.
+		if c.chownAlways || int(st.Uid) != c.euid || int(st.Gid) != c.egid {
+			if err := unix.Fchownat(work, tmp, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW); err != nil {
+				return err
+			}
 		}
 		if !isLink {
 			// After the chown, which clears set-id bits.

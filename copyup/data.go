@@ -8,10 +8,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// copyData creates tmp in work with the data of the regular file name in srcDir: by
-// reflink (FICLONE) where the filesystem shares blocks, else copy_file_range, else a
-// read/write loop; walking SEEK_DATA/SEEK_HOLE so holes stay holes.
-func (c *Copier) copyData(srcDir int, name string, work int, tmp string, st *unix.Stat_t, noData bool) error {
+// copyData creates tmp in work with the data of the regular file name in srcDir (of
+// layer li): by reflink (FICLONE) where the filesystems share blocks, else
+// copy_file_range, else a read/write loop; walking SEEK_DATA/SEEK_HOLE so holes stay
+// holes, in a file with fewer blocks than its size needs.
+func (c *Copier) copyData(srcDir, li int, name string, work int, tmp string, st *unix.Stat_t, noData bool) error {
 	dst, err := unix.Openat(work, tmp, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return err
@@ -25,7 +26,20 @@ func (c *Copier) copyData(srcDir int, name string, work int, tmp string, st *uni
 		return err
 	}
 	defer unix.Close(src)
-	if err := unix.IoctlFileClone(dst, src); err == nil {
+	if !c.noClone[li].Load() {
+		err := unix.IoctlFileClone(dst, src)
+		if err == nil {
+			return c.sync(dst)
+		}
+		if cloneUnsupported(err) {
+			c.noClone[li].Store(true)
+		}
+	}
+	if st.Blocks*512 >= st.Size {
+		// No room for a hole: one extent, and the copy ends at the size.
+		if err := copyRange(dst, src, 0, st.Size); err != nil {
+			return err
+		}
 		return c.sync(dst)
 	}
 	if err := copyExtents(dst, src, st.Size); err != nil {
@@ -35,6 +49,13 @@ func (c *Copier) copyData(srcDir int, name string, work int, tmp string, st *uni
 		return err
 	}
 	return c.sync(dst)
+}
+
+// cloneUnsupported tells a FICLONE that can never work between these filesystems from
+// one that failed for this file.
+func cloneUnsupported(err error) bool {
+	return errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOTTY) || errors.Is(err, unix.EXDEV) ||
+		errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS)
 }
 
 func (c *Copier) sync(fd int) error {

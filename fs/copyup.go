@@ -83,9 +83,27 @@ func (n *node) copyUpNotify(kind copyKind, notifyNow bool) syscall.Errno {
 		return errno
 	}
 	ls := n.getLayers()
+	// The parent's kept fds, if the parent is still the directory of rel.
+	var dirs lookup.Opener
+	if n.parentNode() == p {
+		dirs = (*keeper)(p)
+	}
 	switch {
 	case n.IsDir():
-		if err := n.ofs.ensureUpperDir(rel); err != nil {
+		src := copyup.Source{Layer: -1, Rel: rel, Ino: n.StableAttr().Ino, Dirs: dirs}
+		for _, li := range ls {
+			if n.ofs.stack.Lower(li) {
+				src.Layer = li
+				break
+			}
+		}
+		var err error
+		if src.Layer < 0 {
+			err = n.ofs.ensureUpperDir(rel)
+		} else {
+			err = n.ofs.cp.Dir(src)
+		}
+		if err != nil {
 			return toErrno(err)
 		}
 		n.setLayers(append([]int{layers.Upper}, ls...))
@@ -106,7 +124,7 @@ func (n *node) copyUpNotify(kind copyKind, notifyNow bool) syscall.Errno {
 		// link, which becomes a file of its own and gets a number of its own (as in
 		// kernel ovl_getattr): sharing the number with the other names would make tar
 		// and rsync -H take them for links of one file.
-		src := copyup.Source{Layer: ls[0], Rel: rel, NoData: kind == copyNoData}
+		src := copyup.Source{Layer: ls[0], Rel: rel, NoData: kind == copyNoData, Dirs: dirs}
 		if len(ls) > 1 {
 			src.DataLayer = ls[len(ls)-1] // a lower metacopy file
 		}

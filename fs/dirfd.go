@@ -38,20 +38,29 @@ import (
 // maxDirFds is the most upper directory fds the nodes keep together.
 const maxDirFds = 16384
 
-// dirRing holds the nodes that keep an upper directory fd, oldest first from next.
+// dirRing holds the nodes that keep directory fds, oldest first from next.
 type dirRing struct {
 	mu    sync.Mutex
 	nodes []*node // guarded by mu
 	next  int     // guarded by mu
+	// drop makes a node let go of its fds.
+	drop func(*node)
 }
 
-func newDirRing() *dirRing {
+// dirFdBudget is how many directory fds each ring may keep: a quarter of the daemon's
+// RLIMIT_NOFILE, at most maxDirFds.
+func dirFdBudget() int {
 	n := maxDirFds
 	var lim unix.Rlimit
 	if unix.Getrlimit(unix.RLIMIT_NOFILE, &lim) == nil && lim.Cur/4 < uint64(n) {
 		n = max(int(lim.Cur/4), 1)
 	}
-	return &dirRing{nodes: make([]*node, n)}
+	return n
+}
+
+// newDirRing makes a ring of n nodes.
+func newDirRing(n int, drop func(*node)) *dirRing {
+	return &dirRing{nodes: make([]*node, max(n, 1)), drop: drop}
 }
 
 // close lets go of every kept fd.
@@ -62,7 +71,7 @@ func (r *dirRing) close() {
 	r.mu.Unlock()
 	for _, n := range nodes {
 		if n != nil {
-			n.dropUpperFD(nil)
+			r.drop(n)
 		}
 	}
 }
@@ -144,7 +153,7 @@ func (n *node) upperFD() (int, string, func(), syscall.Errno) {
 	d := newDirFD(fd, epoch, 2)
 	if keep && o.dirEpoch.Load() == epoch && n.upDir.CompareAndSwap(nil, d) {
 		if old := o.dirRing.add(n); old != nil && old != n {
-			old.dropUpperFD(nil)
+			o.dirRing.drop(old)
 		}
 		return fd, rel, d.done, 0
 	}
@@ -211,8 +220,23 @@ func (n *node) dirFds(rel string) *lookup.DirFds {
 var _ lookup.Opener = (*node)(nil)
 
 // OpenLayerDir opens n's copy in layer li (rel is n's path) for a lookup.DirFds: the
-// upper one is n's kept fd.
+// upper one is n's kept fd, and so is a lower one if n keeps it (lowerfd.go).
 func (n *node) OpenLayerDir(li int, rel string) (int, func(), error) {
+	return n.openLayerDir(li, rel, false)
+}
+
+// openLayerDir is OpenLayerDir; keep makes n keep the lower fd it opens.
+func (n *node) openLayerDir(li int, rel string, keep bool) (int, func(), error) {
+	if n.ofs.stack.Lower(li) {
+		if fd, release, ok := n.lendLower(li); ok {
+			return fd, release, nil
+		}
+		fd, err := n.ofs.stack.OpenDir(li, rel)
+		if err != nil || !keep {
+			return fd, nil, err
+		}
+		return fd, n.keepLower(li, fd), nil
+	}
 	if li == layers.Upper && n.ofs.stack.Writable {
 		if fd, release, ok := n.lendUpper(); ok {
 			return fd, release, nil

@@ -118,7 +118,7 @@ func TestUpperDirFdOutlivesItsNodeWhileLent(t *testing.T) {
 // The ring keeps at most its size of fds: each new one takes the oldest's place.
 func TestDirRingLetsTheOldestGo(t *testing.T) {
 	o := newTestOverlay(t)
-	o.dirRing = &dirRing{nodes: make([]*node, 2)}
+	o.dirRing = newDirRing(2, func(n *node) { n.dropUpperFD(nil) })
 	nodes := []*node{{ofs: o}, {ofs: o}, {ofs: o}}
 	var fds []*dirFD
 	for _, n := range nodes {

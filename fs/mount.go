@@ -67,6 +67,10 @@ type overlayFS struct {
 	dirEpoch atomic.Uint64
 	dirOps   atomic.Int64
 	dirRing  *dirRing
+	// lowerDirs holds, by node, the fds of a directory's lower copies it keeps, and
+	// lowerRing those nodes (lowerfd.go; a sync.Map).
+	lowerDirs sync.Map
+	lowerRing *dirRing
 	// flux holds, by request (its cancel channel), the directories whose name change
 	// ends once go-fuse has moved its nodes (flux.go; a sync.Map).
 	flux sync.Map
@@ -251,7 +255,10 @@ func newOverlayFS(stack *layers.Stack) (*overlayFS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("lookup cache: %w", err)
 	}
-	ofs := &overlayFS{stack: stack, cache: cache, res: lookup.New(stack, cache), dirRing: newDirRing()}
+	ofs := &overlayFS{stack: stack, cache: cache, res: lookup.New(stack, cache)}
+	budget := dirFdBudget()
+	ofs.dirRing = newDirRing(budget, func(n *node) { n.dropUpperFD(nil) })
+	ofs.lowerRing = newDirRing(budget/max(len(stack.Layers)-1, 1), ofs.dropLower)
 	if stack.Writable {
 		ofs.cp = copyup.New(stack)
 		ofs.reap = newReaper(stack.Work)
@@ -269,6 +276,7 @@ func (o *overlayFS) close() {
 		o.reap.close()
 	}
 	o.dirRing.close()
+	o.lowerRing.close()
 	o.cache.Close()
 	o.stack.Close()
 }

@@ -429,7 +429,7 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	if errno != 0 {
 		return nil, errno
 	}
-	fds := n.dirFds(rel)
+	fds := n.keptDirFds(rel)
 	defer fds.Close()
 	return n.lookupIn(ctx, fds, rel, name, false, out)
 }

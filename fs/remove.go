@@ -58,7 +58,7 @@ func (n *node) startRemoval(name string) (*removal, syscall.Errno) {
 	if errno != 0 {
 		return nil, errno
 	}
-	r := &removal{n: n, rel: rel, fds: n.dirFds(rel), name: name, up: -1}
+	r := &removal{n: n, rel: rel, fds: n.keptDirFds(rel), name: name, up: -1}
 	e, err := n.ofs.res.LookupIn(r.fds, n.dir(rel), name)
 	if err != nil {
 		r.done()

@@ -91,9 +91,10 @@ func (t *node) named() {
 }
 
 // OnForget releases what an unnamed file held once the kernel forgets it, and a
-// directory's kept upper fd.
+// directory's kept fds.
 func (n *node) OnForget() {
 	n.named()
 	n.dropUpperFD(nil)
+	n.ofs.dropLower(n)
 	n.ofs.dropOrphan(n)
 }
