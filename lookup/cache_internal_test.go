@@ -13,7 +13,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// cacheStack is an upper over one lower holding the file f, both empty otherwise.
+// cacheStack is an upper over one lower holding the file f and the directory d, both
+// empty otherwise.
 func cacheStack(t *testing.T) (s *layers.Stack, upper string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
@@ -29,6 +30,9 @@ func cacheStack(t *testing.T) (s *layers.Stack, upper string) {
 		}
 	}
 	if err := os.WriteFile(filepath.Join(lower, "f"), []byte("lower"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(lower, "d"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	s, err := layers.Open(layers.Options{Lowers: []string{lower}, Upper: upper, Work: work})
@@ -53,11 +57,11 @@ func TestCacheGenerations(t *testing.T) {
 	s, upper := cacheStack(t)
 	c := newTestCache(t)
 	r := New(s, c)
-	wh := filepath.Join(upper, "f")
+	wh := filepath.Join(upper, "d")
 	dir := func(gen uint64) Dir { return Dir{ID: 1, Gen: gen, Layers: []int{0, 1}} }
-	lookupF := func(gen uint64) bool {
+	lookupD := func(gen uint64) bool {
 		t.Helper()
-		_, err := r.Lookup(dir(gen), "f")
+		_, err := r.Lookup(dir(gen), "d")
 		if err != nil && !errors.Is(err, ErrNotExist) {
 			t.Fatal(err)
 		}
@@ -65,28 +69,63 @@ func TestCacheGenerations(t *testing.T) {
 		return err == nil
 	}
 
-	if !lookupF(1) {
-		t.Fatal("f not found in generation 1")
+	if !lookupD(1) {
+		t.Fatal("d not found in generation 1")
 	}
 	if err := unix.Mknod(wh, unix.S_IFCHR, 0); err != nil {
 		t.Fatal(err)
 	}
 	// The same generation is answered from the cache: this proves the cache is in use,
-	// so the answers below come from a real miss, not from a cache that stores nothing.
-	if !lookupF(1) {
+	// so the answer below comes from a real miss, not from a cache that stores nothing.
+	if !lookupD(1) {
 		t.Fatal("generation 1 was not served from the cache (the walk saw the whiteout)")
 	}
-	if lookupF(2) {
+	if lookupD(2) {
 		t.Error("after the generation bump the old positive answer was served")
 	}
 	if err := os.Remove(wh); err != nil {
 		t.Fatal(err)
 	}
-	if lookupF(2) {
-		t.Fatal("generation 2's negative answer was not cached")
+	if !lookupD(2) {
+		t.Error("generation 2's negative answer was kept (only directories are)")
 	}
-	if !lookupF(3) {
-		t.Error("after the generation bump the old negative answer was served")
+}
+
+// Only directories are kept (fillsCache): a file's or an absent name's answer is walked
+// again, even in the same generation.
+func TestOnlyDirectoriesFillTheCache(t *testing.T) {
+	tests := []struct {
+		name   string
+		lookup string
+		change func(upper string) error
+		want   bool // found after the change
+	}{
+		{"a file is looked up again", "f",
+			func(upper string) error { return unix.Mknod(filepath.Join(upper, "f"), unix.S_IFCHR, 0) }, false},
+		{"an absent name is looked up again", "g",
+			func(upper string) error { return os.WriteFile(filepath.Join(upper, "g"), nil, 0o644) }, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, upper := cacheStack(t)
+			c := newTestCache(t)
+			r := New(s, c)
+			dir := Dir{ID: 2, Gen: 1, Layers: []int{0, 1}}
+			if _, err := r.Lookup(dir, tc.lookup); err != nil && !errors.Is(err, ErrNotExist) {
+				t.Fatal(err)
+			}
+			c.c.Wait()
+			if err := tc.change(upper); err != nil {
+				t.Fatal(err)
+			}
+			_, err := r.Lookup(dir, tc.lookup)
+			if err != nil && !errors.Is(err, ErrNotExist) {
+				t.Fatal(err)
+			}
+			if got := err == nil; got != tc.want {
+				t.Errorf("found = %v after the change, want %v (a stale cached answer)", got, tc.want)
+			}
+		})
 	}
 }
 
@@ -98,27 +137,27 @@ func TestListedLookupsReadButDoNotFillTheCache(t *testing.T) {
 	fds := NewDirFds(s, "")
 	t.Cleanup(fds.Close)
 
-	if _, err := r.LookupListed(fds, dir, "f"); err != nil {
+	if _, err := r.LookupListed(fds, dir, "d"); err != nil {
 		t.Fatal(err)
 	}
 	c.c.Wait()
-	if got, ok := c.get(dir, "f"); ok {
+	if got, ok := c.get(dir, "d"); ok {
 		t.Fatalf("a listed lookup filled the cache: %+v", got)
 	}
 	// A LOOKUP fills it; a listed lookup then answers from it: the whiteout made
 	// behind the resolver's back is not seen until the generation changes.
-	if _, err := r.LookupIn(fds, dir, "f"); err != nil {
+	if _, err := r.LookupIn(fds, dir, "d"); err != nil {
 		t.Fatal(err)
 	}
 	c.c.Wait()
-	if _, ok := c.get(dir, "f"); !ok {
+	if _, ok := c.get(dir, "d"); !ok {
 		t.Fatal("LookupIn did not fill the cache")
 	}
-	if err := unix.Mknod(filepath.Join(upper, "f"), unix.S_IFCHR, 0); err != nil {
+	if err := unix.Mknod(filepath.Join(upper, "d"), unix.S_IFCHR, 0); err != nil {
 		t.Fatal(err)
 	}
-	if e, err := r.LookupListed(fds, dir, "f"); err != nil || !slices.Equal(e.Layers, []int{1}) {
-		t.Errorf("listed lookup = %+v, %v; want the cached f of layer 1", e, err)
+	if e, err := r.LookupListed(fds, dir, "d"); err != nil || !slices.Equal(e.Layers, []int{1}) {
+		t.Errorf("listed lookup = %+v, %v; want the cached d of layer 1", e, err)
 	}
 }
 

@@ -109,7 +109,8 @@ func (r *Resolver) lookupIn(fds *DirFds, dir Dir, name string, fill bool) (Entry
 		}
 	}
 	e, err := r.resolve(fds, dir.Layers, name)
-	if cache && fill && (err == nil || errors.Is(err, ErrNotExist)) {
+	// Only directories are kept (see fillsCache).
+	if cache && fill && err == nil && fillsCache(e) {
 		c := e
 		c.Stat = nil // attributes change without a change of the directory
 		r.cache.set(dir, name, c)
