@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -31,40 +30,59 @@ const readyOK = "ok"
 // spawnDaemon re-executes this binary with the same arguments in a new session,
 // with a pipe as file descriptor 3, and waits for the daemon's report: "ok" makes
 // this process exit 0; a one-line error is this process's error.
+//
+// Through syscall.ForkExec, not os/exec: the first os.StartProcess of a process
+// checks that the kernel's pidfd calls work, by cloning a child that exits at once,
+// 1.3-1.6 ms of the 55 ms of a mount, `ls` and umount on this machine.
 func spawnDaemon() error {
 	r, w, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("starting the daemon: %w", err)
 	}
 	defer r.Close()
-	cmd := exec.Command(selfExe(), os.Args[1:]...)
-	cmd.Args[0] = os.Args[0]
-	const reportFD = 3 // the first of ExtraFiles
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d", daemonEnv, reportFD))
-	cmd.ExtraFiles = []*os.File{w}
-	// Stdin and stdout are /dev/null from the start; stderr stays ours until the
-	// daemon reports, for a crash message, and the daemon then lets go of it.
-	cmd.Stderr = os.Stderr
-	// A new session from the first instruction on: no terminal, and a ^C meant for
-	// this process does not reach the daemon.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	err = cmd.Start()
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		w.Close()
+		return fmt.Errorf("starting the daemon: %w", err)
+	}
+	const reportFD = 3 // after stdin, stdout, stderr
+	argv := append([]string{os.Args[0]}, os.Args[1:]...)
+	pid, err := syscall.ForkExec(selfExe(), argv, &syscall.ProcAttr{
+		Env: append(os.Environ(), fmt.Sprintf("%s=%d", daemonEnv, reportFD)),
+		// Stdin and stdout are /dev/null from the start; stderr stays ours until
+		// the daemon reports, for a crash message, and the daemon then lets go of it.
+		Files: []uintptr{null.Fd(), null.Fd(), os.Stderr.Fd(), w.Fd()},
+		// A new session from the first instruction on: no terminal, and a ^C meant
+		// for this process does not reach the daemon.
+		Sys: &syscall.SysProcAttr{Setsid: true},
+	})
+	null.Close()
 	w.Close()
 	if err != nil {
 		return fmt.Errorf("starting the daemon: %w", err)
 	}
 	line, _ := bufio.NewReader(r).ReadString('\n')
 	line = strings.TrimSuffix(line, "\n")
-	switch {
-	case line == readyOK:
-		return cmd.Process.Release()
-	case line != "":
-		// The daemon exits 1 after reporting; reap it.
-		_ = cmd.Wait()
-		return reportedError(line)
+	if line == readyOK {
+		return nil // the daemon's parent becomes init once this process exits
 	}
-	if err := cmd.Wait(); err != nil {
+	// The daemon exits 1 after reporting an error, or died before: reap it.
+	var ws syscall.WaitStatus
+	for {
+		_, err = syscall.Wait4(pid, &ws, 0, nil)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	switch {
+	case line != "":
+		return reportedError(line)
+	case err != nil:
 		return fmt.Errorf("%w: %w", errDaemonDied, err)
+	case ws.Signaled():
+		return fmt.Errorf("%w: signal: %v", errDaemonDied, ws.Signal())
+	case ws.Exited() && ws.ExitStatus() != 0:
+		return fmt.Errorf("%w: exit status %d", errDaemonDied, ws.ExitStatus())
 	}
 	return errDaemonDied
 }

@@ -24,11 +24,13 @@ func start(opts layers.Options) error {
 	if err != nil {
 		return err
 	}
+	if fd, ok := os.LookupEnv(daemonEnv); ok {
+		// The parent checked the same options a moment ago (about 1 ms of the
+		// daemon's start, on the path of every mount).
+		return runDaemon(opts, fd)
+	}
 	if err := opts.Check(); err != nil {
 		return err
-	}
-	if fd, ok := os.LookupEnv(daemonEnv); ok {
-		return runDaemon(opts, fd)
 	}
 	if opts.Foreground {
 		return serve(opts, func(error) {})
