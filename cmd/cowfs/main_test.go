@@ -173,6 +173,17 @@ func TestBadInputIsOneLineAndMountsNothing(t *testing.T) {
 			mountTmpfs(t, d.mnt)
 			return []string{"-o", d.opts(), d.mnt}
 		}, `cowfs: mountpoint "R/mnt" is busy: already mounted`},
+		{"a workdir another mount is using (found by the daemon, reported by the parent)", func(t *testing.T, d testDirs) []string {
+			fd, err := unix.Open(d.work, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { unix.Close(fd) })
+			if err := unix.Flock(fd, unix.LOCK_EX); err != nil { // what a live mount holds
+				t.Fatal(err)
+			}
+			return []string{"-o", d.opts(), d.mnt}
+		}, `cowfs: workdir "R/work" is in use by another mount: device or resource busy`},
 		{"a missing mountpoint", func(_ *testing.T, d testDirs) []string {
 			return []string{"-o", d.opts(), d.root + "/nope"}
 		}, `cowfs: mountpoint "R/nope": no such directory`},
