@@ -431,17 +431,20 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	}
 	fds := n.keptDirFds(rel)
 	defer fds.Close()
-	return n.lookupIn(ctx, fds, rel, name, false, out)
+	return n.lookupIn(ctx, fds, rel, name, -1, out)
 }
 
-// lookupIn resolves name in n (at rel, whose layer fds are fds) and fills out; listed
-// tells it is an entry of a READDIRPLUS (lookup.Resolver.LookupListed).
-func (n *node) lookupIn(ctx context.Context, fds *lookup.DirFds, rel, name string, listed bool, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
-	resolve := n.ofs.res.LookupIn
-	if listed {
-		resolve = n.ofs.res.LookupListed
+// lookupIn resolves name in n (at rel, whose layer fds are fds) and fills out. listedFrom
+// is -1 for a LOOKUP; for an entry of a READDIRPLUS, the layer the listing found it in
+// (lookup.Resolver.LookupListed).
+func (n *node) lookupIn(ctx context.Context, fds *lookup.DirFds, rel, name string, listedFrom int, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	var e lookup.Entry
+	var err error
+	if listedFrom >= 0 {
+		e, err = n.ofs.res.LookupListed(fds, n.dir(rel), name, listedFrom)
+	} else {
+		e, err = n.ofs.res.LookupIn(fds, n.dir(rel), name)
 	}
-	e, err := resolve(fds, n.dir(rel), name)
 	if err != nil {
 		return nil, toErrno(err)
 	}

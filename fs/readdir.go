@@ -25,6 +25,13 @@ import (
 // lower layer, *top gets that copy's attributes as the listing left them (reading may
 // move its atime) and fresh reports it.
 func (o *overlayFS) mergedEntries(rel string, dirLayers []int, top *unix.Stat_t) (_ []fuse.DirEntry, fresh bool, _ error) {
+	ents, _, fresh, err := o.mergedEntriesFrom(rel, dirLayers, top)
+	return ents, fresh, err
+}
+
+// mergedEntriesFrom is mergedEntries that also tells, for each entry, the layer it was
+// found in (lookup.Resolver.LookupListed).
+func (o *overlayFS) mergedEntriesFrom(rel string, dirLayers []int, top *unix.Stat_t) (_ []fuse.DirEntry, from []int16, fresh bool, _ error) {
 	var out []fuse.DirEntry
 	seen := map[string]int{} // name -> index in out, or -1 for a hidden name
 	inoFixed := map[int]bool{}
@@ -40,9 +47,11 @@ func (o *overlayFS) mergedEntries(rel string, dirLayers []int, top *unix.Stat_t)
 			if sysx.IsNotExist(err) {
 				continue
 			}
-			return nil, false, err
+			return nil, nil, false, err
 		}
-		marks, _ := whiteout.ReadDirMarks(fd, "")
+		// Only whether the kernel's xattr whiteouts are in use here: whether the copy
+		// is opaque was settled when dirLayers were (lookup.Resolver).
+		marks, _ := whiteout.ReadDirXattrMarks(fd, "")
 		err = readDirents(fd, func(name string, ino uint64, typ uint8) {
 			if name == "." || name == ".." || name == whiteout.OpaqueName {
 				return
@@ -82,6 +91,7 @@ func (o *overlayFS) mergedEntries(rel string, dirLayers []int, top *unix.Stat_t)
 			}
 			seen[name] = len(out)
 			out = append(out, fuse.DirEntry{Name: name, Mode: mode, Ino: dino})
+			from = append(from, int16(li))
 		})
 		if err == nil && top != nil && li == dirLayers[0] && o.stack.Lower(li) {
 			*top, err = o.statAt(li, fd, "")
@@ -89,10 +99,10 @@ func (o *overlayFS) mergedEntries(rel string, dirLayers []int, top *unix.Stat_t)
 		}
 		unix.Close(fd)
 		if err != nil {
-			return nil, false, err
+			return nil, nil, false, err
 		}
 	}
-	return out, fresh, nil
+	return out, from, fresh, nil
 }
 
 func dtToMode(t uint8) uint32 {
@@ -216,7 +226,7 @@ func (d *dirHandle) load() syscall.Errno {
 	}
 	var top unix.Stat_t
 	ls := d.n.getLayers()
-	ents, fresh, err := d.n.ofs.mergedEntries(rel, ls, &top)
+	ents, from, fresh, err := d.n.ofs.mergedEntriesFrom(rel, ls, &top)
 	if err != nil {
 		return toErrno(err)
 	}
@@ -228,23 +238,30 @@ func (d *dirHandle) load() syscall.Errno {
 	if p := d.n.parentNode(); p != nil {
 		parent = p.StableAttr().Ino
 	}
-	entries := append([]fuse.DirEntry{
-		{Name: ".", Mode: unix.S_IFDIR, Ino: self},
-		{Name: "..", Mode: unix.S_IFDIR, Ino: parent},
-	}, ents...)
-	entries[0].Off, entries[1].Off = 1, 2
-	named := entries[2:]
-	for i := range named {
-		named[i].Off = nameCookie(named[i].Name)
+	for i := range ents {
+		ents[i].Off = nameCookie(ents[i].Name)
 	}
-	slices.SortFunc(named, func(a, b fuse.DirEntry) int { return cmp.Compare(a.Off, b.Off) })
+	order := make([]int32, len(ents))
+	for i := range order {
+		order[i] = int32(i)
+	}
+	slices.SortFunc(order, func(a, b int32) int { return cmp.Compare(ents[a].Off, ents[b].Off) })
+	entries := make([]fuse.DirEntry, 2, 2+len(ents))
+	entries[0] = fuse.DirEntry{Name: ".", Mode: unix.S_IFDIR, Ino: self, Off: 1}
+	entries[1] = fuse.DirEntry{Name: "..", Mode: unix.S_IFDIR, Ino: parent, Off: 2}
+	froms := make([]int16, 2, 2+len(ents))
+	for _, i := range order {
+		entries = append(entries, ents[i])
+		froms = append(froms, from[i])
+	}
+	named := entries[2:]
 	for i := 1; i < len(named); i++ {
 		// Two names with one hash (odds 2^-61): keep the offsets strictly increasing.
 		if named[i].Off <= named[i-1].Off {
 			named[i].Off = named[i-1].Off + 1
 		}
 	}
-	d.l = &listing{dir: d.n, gen: gen, entries: entries}
+	d.l = &listing{dir: d.n, gen: gen, entries: entries, from: froms}
 	d.n.ofs.listings.add(d.l)
 	return 0
 }
@@ -298,7 +315,12 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 		}
 		d.fds, d.fdsRel = d.n.dirFds(rel), rel
 	}
-	return d.n.lookupIn(ctx, d.fds, d.fdsRel, name, true, out)
+	// go-fuse looks up the entry Readdirent just gave.
+	from := 0
+	if i := d.pos - 1; d.l != nil && i >= 0 && i < len(d.l.entries) && d.l.entries[i].Name == name {
+		from = int(d.l.from[i])
+	}
+	return d.n.lookupIn(ctx, d.fds, d.fdsRel, name, from, out)
 }
 
 func (d *dirHandle) Releasedir(ctx context.Context, flags uint32) {
@@ -334,6 +356,8 @@ type listing struct {
 	dir     *node
 	gen     uint64 // the directory's generation it was made at
 	entries []fuse.DirEntry
+	// from is, by entry, the layer the entry was found in (0 for "." and "..").
+	from []int16
 }
 
 // listings holds the newest listings, oldest dropped first.

@@ -137,7 +137,7 @@ func TestListedLookupsReadButDoNotFillTheCache(t *testing.T) {
 	fds := NewDirFds(s, "")
 	t.Cleanup(fds.Close)
 
-	if _, err := r.LookupListed(fds, dir, "d"); err != nil {
+	if _, err := r.LookupListed(fds, dir, "d", 0); err != nil {
 		t.Fatal(err)
 	}
 	c.c.Wait()
@@ -156,7 +156,7 @@ func TestListedLookupsReadButDoNotFillTheCache(t *testing.T) {
 	if err := unix.Mknod(filepath.Join(upper, "d"), unix.S_IFCHR, 0); err != nil {
 		t.Fatal(err)
 	}
-	if e, err := r.LookupListed(fds, dir, "d"); err != nil || !slices.Equal(e.Layers, []int{1}) {
+	if e, err := r.LookupListed(fds, dir, "d", 0); err != nil || !slices.Equal(e.Layers, []int{1}) {
 		t.Errorf("listed lookup = %+v, %v; want the cached d of layer 1", e, err)
 	}
 }

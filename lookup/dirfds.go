@@ -69,16 +69,17 @@ func (d *DirFds) Get(li int) (int, error) {
 	return fd, err
 }
 
-// Marks reads the markers of the directory's copy in layer li (opened already) once per
-// DirFds: every empty regular file found in it needs them (an xattr whiteout is one), and
-// a READDIRPLUS looks up all its names through one DirFds.
+// Marks reads the xattr markers of the directory's copy in layer li (opened already)
+// once per DirFds: every empty regular file found in it needs them (an xattr whiteout is
+// one), and a READDIRPLUS looks up all its names through one DirFds. Only XattrWhiteouts
+// is meant to be read from them (whiteout.ReadDirXattrMarks).
 func (d *DirFds) Marks(li int) (whiteout.DirMarks, error) {
 	o, ok := d.fds[li]
 	if !ok || o.err != nil {
 		return whiteout.DirMarks{}, fmt.Errorf("layer %d %q: not open", li, d.rel)
 	}
 	if !o.marksRead {
-		m, err := whiteout.ReadDirMarks(o.fd, "")
+		m, err := whiteout.ReadDirXattrMarks(o.fd, "")
 		if err != nil {
 			return m, err
 		}

@@ -3,6 +3,8 @@ package lookup_test
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"testing"
 
@@ -288,6 +290,48 @@ func TestLookupBelow(t *testing.T) {
 				}
 			case err != nil || !slices.Equal(e.Layers, w.layers) || e.Mode != w.mode:
 				t.Errorf("LookupBelow = %+v, %v; want %v", e, err, w)
+			}
+		})
+	}
+}
+
+// LookupListed trusts the listing for the lower layers above the one it found the name
+// in (they cannot change), never for the upper (which can). Each case changes a layer
+// after the "listing" found f in lower layer 2, and says where f is found then.
+func TestLookupListedSkipsLowerLayersAboveTheListedOne(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(t *testing.T, f *fixture)
+		want   want
+	}{
+		{"nothing changed: the listed layer", func(*testing.T, *fixture) {}, fileIn(2)},
+		{"a lower layer above is not looked at (lower layers never change)", func(t *testing.T, f *fixture) {
+			must(t, os.WriteFile(filepath.Join(f.dirs[1], "f"), []byte("x"), 0o644))
+		}, fileIn(2)},
+		{"a file made in the upper since is found", func(t *testing.T, f *fixture) {
+			must(t, os.WriteFile(filepath.Join(f.dirs[0], "f"), []byte("x"), 0o644))
+		}, fileIn(0)},
+		{"a whiteout made in the upper since hides it", func(t *testing.T, f *fixture) {
+			must(t, unix.Mknod(filepath.Join(f.dirs[0], "f"), unix.S_IFCHR, 0))
+		}, absent},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := openStack(t, spec{}, spec{"g": "file"}, spec{"f": "file"})
+			r := lookup.New(f.stack, nil)
+			tc.change(t, f)
+			fds := lookup.NewDirFds(f.stack, "")
+			defer fds.Close()
+			e, err := r.LookupListed(fds, f.root(), "f", 2)
+			got := want{layers: e.Layers, mode: e.Mode}
+			if err != nil {
+				if !errors.Is(err, unix.ENOENT) {
+					t.Fatal(err)
+				}
+				got = absent
+			}
+			if !slices.Equal(got.layers, tc.want.layers) || got.mode != tc.want.mode {
+				t.Errorf("LookupListed(from 2) = %v, want %v", got, tc.want)
 			}
 		})
 	}

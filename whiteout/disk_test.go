@@ -50,32 +50,34 @@ func TestReadDirMarks(t *testing.T) {
 		name string
 		mark func(t *testing.T, dir string)
 		want whiteout.DirMarks
+		// byFile: the mark is a file, which ReadDirXattrMarks does not look for.
+		byFile bool
 	}{
-		{"a plain directory has no marks", func(*testing.T, string) {}, whiteout.DirMarks{}},
-		{"trusted overlay.opaque=y is opaque", func(t *testing.T, d string) { setx(t, d, "trusted.overlay.opaque", "y") }, whiteout.DirMarks{Opaque: true}},
-		{"user overlay.opaque=y is opaque", func(t *testing.T, d string) { setx(t, d, "user.overlay.opaque", "y") }, whiteout.DirMarks{Opaque: true}},
-		{"fuse-overlayfs's opaque xattr is opaque", func(t *testing.T, d string) { setx(t, d, "user.fuseoverlayfs.opaque", "y") }, whiteout.DirMarks{Opaque: true}},
+		{"a plain directory has no marks", func(*testing.T, string) {}, whiteout.DirMarks{}, false},
+		{"trusted overlay.opaque=y is opaque", func(t *testing.T, d string) { setx(t, d, "trusted.overlay.opaque", "y") }, whiteout.DirMarks{Opaque: true}, false},
+		{"user overlay.opaque=y is opaque", func(t *testing.T, d string) { setx(t, d, "user.overlay.opaque", "y") }, whiteout.DirMarks{Opaque: true}, false},
+		{"fuse-overlayfs's opaque xattr is opaque", func(t *testing.T, d string) { setx(t, d, "user.fuseoverlayfs.opaque", "y") }, whiteout.DirMarks{Opaque: true}, false},
 		{"an OCI .wh..wh..opq file is opaque", func(t *testing.T, d string) {
 			if err := os.WriteFile(filepath.Join(d, ".wh..wh..opq"), nil, 0o644); err != nil {
 				t.Fatal(err)
 			}
-		}, whiteout.DirMarks{Opaque: true}},
-		{"a .wh..wh..opq of another type is opaque too", func(t *testing.T, d string) { mknodWhiteout(t, filepath.Join(d, ".wh..wh..opq")) }, whiteout.DirMarks{Opaque: true}},
-		{"trusted overlay.opaque=x means xattr whiteouts, not opaque", func(t *testing.T, d string) { setx(t, d, "trusted.overlay.opaque", "x") }, whiteout.DirMarks{XattrWhiteouts: true}},
-		{"user overlay.opaque=x means xattr whiteouts, not opaque", func(t *testing.T, d string) { setx(t, d, "user.overlay.opaque", "x") }, whiteout.DirMarks{XattrWhiteouts: true}},
-		{"another opaque value means nothing", func(t *testing.T, d string) { setx(t, d, "trusted.overlay.opaque", "n") }, whiteout.DirMarks{}},
-		{"a user's escaped opaque attribute is not a marker", func(t *testing.T, d string) { setx(t, d, "trusted.overlay.overlay.opaque", "y") }, whiteout.DirMarks{}},
-		{"an unrelated user attribute is not a marker", func(t *testing.T, d string) { setx(t, d, "user.opaque", "y") }, whiteout.DirMarks{}},
+		}, whiteout.DirMarks{Opaque: true}, true},
+		{"a .wh..wh..opq of another type is opaque too", func(t *testing.T, d string) { mknodWhiteout(t, filepath.Join(d, ".wh..wh..opq")) }, whiteout.DirMarks{Opaque: true}, true},
+		{"trusted overlay.opaque=x means xattr whiteouts, not opaque", func(t *testing.T, d string) { setx(t, d, "trusted.overlay.opaque", "x") }, whiteout.DirMarks{XattrWhiteouts: true}, false},
+		{"user overlay.opaque=x means xattr whiteouts, not opaque", func(t *testing.T, d string) { setx(t, d, "user.overlay.opaque", "x") }, whiteout.DirMarks{XattrWhiteouts: true}, false},
+		{"another opaque value means nothing", func(t *testing.T, d string) { setx(t, d, "trusted.overlay.opaque", "n") }, whiteout.DirMarks{}, false},
+		{"a user's escaped opaque attribute is not a marker", func(t *testing.T, d string) { setx(t, d, "trusted.overlay.overlay.opaque", "y") }, whiteout.DirMarks{}, false},
+		{"an unrelated user attribute is not a marker", func(t *testing.T, d string) { setx(t, d, "user.opaque", "y") }, whiteout.DirMarks{}, false},
 		{"an opaque file below the directory does not count", func(t *testing.T, d string) {
 			if err := os.MkdirAll(filepath.Join(d, "sub", ".wh..wh..opq"), 0o755); err != nil {
 				t.Fatal(err)
 			}
-		}, whiteout.DirMarks{}},
+		}, whiteout.DirMarks{}, false},
 		{"a whiteout file in the directory does not make it opaque", func(t *testing.T, d string) {
 			if err := os.WriteFile(filepath.Join(d, ".wh.foo"), nil, 0o644); err != nil {
 				t.Fatal(err)
 			}
-		}, whiteout.DirMarks{}},
+		}, whiteout.DirMarks{}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -92,6 +94,18 @@ func TestReadDirMarks(t *testing.T) {
 			got, err = whiteout.ReadDirMarks(openPath(t, d), "")
 			if err != nil || got != tt.want {
 				t.Errorf("ReadDirMarks(dir, \"\") = %+v, %v; want %+v", got, err, tt.want)
+			}
+			wantX := tt.want
+			if tt.byFile {
+				wantX.Opaque = false
+			}
+			for _, at := range []struct {
+				fd   int
+				name string
+			}{{openPath(t, parent), "d"}, {openPath(t, d), ""}} {
+				if got, err := whiteout.ReadDirXattrMarks(at.fd, at.name); err != nil || got != wantX {
+					t.Errorf("ReadDirXattrMarks(%q) = %+v, %v; want %+v", at.name, got, err, wantX)
+				}
 			}
 		})
 	}
