@@ -98,30 +98,6 @@ func (c *Copier) MetacopyAttr() string {
 	return lookup.MetacopyPrefix(c.stack) + whiteout.MetacopyXattr
 }
 
-// EnsureDir makes sure the directory rel exists in the upper layer, copying its missing
-// ancestors and itself up from the topmost lower layer that holds each one, as empty
-// directories with their metadata. lowerOf returns, for a directory path, the lower
-// layer its attributes come from and the number it shows.
-func (c *Copier) EnsureDir(rel string, lowerOf func(rel string) (layer int, ino uint64, err error)) error {
-	if rel == "" {
-		return nil
-	}
-	upper := c.stack.Layers[layers.Upper].Root
-	if fd, err := sysx.OpenBeneath(upper, rel, unix.O_PATH|unix.O_DIRECTORY, 0); err == nil {
-		unix.Close(fd)
-		return nil
-	}
-	parent, _ := sysx.Split(rel)
-	if err := c.EnsureDir(parent, lowerOf); err != nil {
-		return err
-	}
-	li, ino, err := lowerOf(rel)
-	if err != nil {
-		return err
-	}
-	return c.Dir(Source{Layer: li, Rel: rel, Ino: ino})
-}
-
 // Dir copies the directory src up as an empty directory with its metadata (Layer
 // holds the copy it takes them from); its upper parent must exist. One that is
 // there already is left as it is.

@@ -235,7 +235,10 @@ func TestFileRestoresParentTimes(t *testing.T) {
 	}
 }
 
-func TestEnsureDir(t *testing.T) {
+// Dir copies one directory up, its parent first (the fs copies ancestors through their
+// nodes, top-down): owner, mode, xattrs but the lower's markers, origin and times, and
+// nothing inside it; the parent's times stay.
+func TestDir(t *testing.T) {
 	e := newEnv(t)
 	type meta struct {
 		mode     uint32
@@ -258,15 +261,9 @@ func TestEnsureDir(t *testing.T) {
 	setTimes(t, e.upper, oldTime)
 	upperRoot := lstat(t, e.upper)
 
-	var asked []string
 	inos := map[string]uint64{"a": 11, "a/b": 22, "a/b/c": 33}
-	lowerOf := func(rel string) (int, uint64, error) {
-		asked = append(asked, rel)
-		return lowerLayer, inos[rel], nil
-	}
-	must(t, e.c.EnsureDir("a/b/c", lowerOf))
-	if !slices.Equal(asked, []string{"a", "a/b", "a/b/c"}) {
-		t.Errorf("lowerOf asked for %q, want the missing ancestors top-down", asked)
+	for _, rel := range []string{"a", "a/b", "a/b/c"} {
+		must(t, e.c.Dir(copyup.Source{Layer: lowerLayer, Rel: rel, Ino: inos[rel]}))
 	}
 	for rel, m := range dirs {
 		p := filepath.Join(e.upper, rel)
@@ -290,27 +287,28 @@ func TestEnsureDir(t *testing.T) {
 	}
 	assertAbsent(t, filepath.Join(e.upper, "a/b/c/file"))
 	if st := lstat(t, e.upper); st.Mtim != upperRoot.Mtim {
-		t.Errorf("upper root mtime %v after EnsureDir, was %v", st.Mtim, upperRoot.Mtim)
+		t.Errorf("upper root mtime %v after Dir, was %v", st.Mtim, upperRoot.Mtim)
 	}
 	assertEmptyDir(t, e.work)
 
-	asked = nil
-	must(t, e.c.EnsureDir("a/b", lowerOf))
-	must(t, e.c.EnsureDir("", lowerOf))
-	if len(asked) != 0 {
-		t.Errorf("EnsureDir of existing directories asked lowerOf for %q", asked)
+	// A directory already in the upper (copied up meanwhile) is left as it is.
+	must(t, unix.Lsetxattr(filepath.Join(e.upper, "a/b"), "user.dir", []byte("upper"), 0))
+	must(t, e.c.Dir(copyup.Source{Layer: lowerLayer, Rel: "a/b", Ino: 22}))
+	if x := xattrs(t, filepath.Join(e.upper, "a/b")); x["user.dir"] != "upper" {
+		t.Errorf("Dir of a directory already up replaced it: user.dir = %q", x["user.dir"])
 	}
+	assertEmptyDir(t, e.work)
 }
 
-func TestEnsureDirBelowAnExistingUpperDir(t *testing.T) {
+func TestDirBelowAnExistingUpperDir(t *testing.T) {
 	e := newEnv(t)
 	must(t, os.MkdirAll(filepath.Join(e.lower, "a/b"), 0o755))
 	must(t, os.Mkdir(filepath.Join(e.upper, "a"), 0o755))
 	setTimes(t, filepath.Join(e.upper, "a"), oldTime)
 	before := lstat(t, filepath.Join(e.upper, "a"))
-	must(t, e.c.EnsureDir("a/b", func(string) (int, uint64, error) { return lowerLayer, 0, nil }))
+	must(t, e.c.Dir(copyup.Source{Layer: lowerLayer, Rel: "a/b"}))
 	if st := lstat(t, filepath.Join(e.upper, "a")); st.Mtim != before.Mtim {
-		t.Errorf("existing parent mtime %v after EnsureDir, was %v", st.Mtim, before.Mtim)
+		t.Errorf("existing parent mtime %v after Dir, was %v", st.Mtim, before.Mtim)
 	}
 	if st := lstat(t, filepath.Join(e.upper, "a/b")); st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		t.Errorf("a/b mode %o, want a directory", st.Mode)
@@ -343,9 +341,8 @@ func TestCopyUpNeverHalfDone(t *testing.T) {
 		e := newEnv(t)
 		must(t, os.MkdirAll(filepath.Join(e.lower, "a/b"), 0o755))
 		e.stack.Format.XattrPrefix = "bogus."
-		err := e.c.EnsureDir("a/b", func(string) (int, uint64, error) { return lowerLayer, 9, nil })
-		if err == nil {
-			t.Fatal("EnsureDir succeeded although the origin could not be recorded")
+		if err := e.c.Dir(copyup.Source{Layer: lowerLayer, Rel: "a", Ino: 9}); err == nil {
+			t.Fatal("Dir succeeded although the origin could not be recorded")
 		}
 		assertAbsent(t, filepath.Join(e.upper, "a"))
 		assertEmptyDir(t, e.work)

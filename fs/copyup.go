@@ -1,9 +1,6 @@
 package fs
 
 import (
-	"errors"
-	"fmt"
-	"strings"
 	"syscall"
 
 	"github.com/cowfs/cowfs/copyup"
@@ -90,20 +87,10 @@ func (n *node) copyUpNotify(kind copyKind, notifyNow bool) syscall.Errno {
 	}
 	switch {
 	case n.IsDir():
-		src := copyup.Source{Layer: -1, Rel: rel, Ino: n.StableAttr().Ino, Dirs: dirs}
-		for _, li := range ls {
-			if n.ofs.stack.Lower(li) {
-				src.Layer = li
-				break
-			}
-		}
-		var err error
-		if src.Layer < 0 {
-			err = n.ofs.ensureUpperDir(rel)
-		} else {
-			err = n.ofs.cp.Dir(src)
-		}
-		if err != nil {
+		// Not up yet, so the topmost copy is a lower one: the attributes come from it,
+		// and the number it shows, which the upper copy keeps, is its.
+		src := copyup.Source{Layer: ls[0], Rel: rel, Ino: n.StableAttr().Ino, Dirs: dirs}
+		if err := n.ofs.cp.Dir(src); err != nil {
 			return toErrno(err)
 		}
 		n.setLayers(append([]int{layers.Upper}, ls...))
@@ -162,58 +149,6 @@ func (n *node) copyUpNotify(kind copyKind, notifyNow bool) syscall.Errno {
 	}
 	p.changed()
 	return 0
-}
-
-// ensureUpperDir makes the directory rel (and its ancestors) exist in the upper layer.
-func (o *overlayFS) ensureUpperDir(rel string) error {
-	return o.cp.EnsureDir(rel, o.lowerDirOf)
-}
-
-// lowerDirOf finds the lower layer whose copy of the visible directory rel shows: the
-// topmost lower layer with an entry at rel (a visible directory has no whiteout above it).
-func (o *overlayFS) lowerDirOf(rel string) (int, uint64, error) {
-	if li, ino, ok := o.lowerDirInTree(rel); ok {
-		return li, ino, nil
-	}
-	for li := 1; li < len(o.stack.Layers); li++ {
-		st, err := o.statIn(li, rel)
-		if err != nil {
-			if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.ELOOP) {
-				continue
-			}
-			return 0, 0, err
-		}
-		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-			return 0, 0, fmt.Errorf("copy up %q: not a directory in layer %d: %w", rel, li, unix.ENOTDIR)
-		}
-		return li, lookup.MapIno(o.stack, li, st.Ino), nil
-	}
-	return 0, 0, fmt.Errorf("copy up %q: in no lower layer: %w", rel, unix.ENOENT)
-}
-
-// lowerDirInTree answers lowerDirOf from the node tree, without a system call: the
-// kernel reached the object being copied up through its ancestors, so their nodes are
-// there, each with the layers holding it (topmost first) and, for a directory with a
-// lower copy, the number of its topmost lower copy (lookup.Resolver). A copy-up of a
-// file in a directory not yet in the upper re-resolved that directory through every
-// lower layer (an openat2, an fstatat and a close each).
-func (o *overlayFS) lowerDirInTree(rel string) (int, uint64, bool) {
-	cur := o.root.EmbeddedInode()
-	for name := range strings.SplitSeq(rel, "/") {
-		if cur = cur.GetChild(name); cur == nil {
-			return 0, 0, false
-		}
-	}
-	n, ok := cur.Operations().(*node)
-	if !ok || !cur.IsDir() {
-		return 0, 0, false
-	}
-	for _, li := range n.getLayers() {
-		if o.stack.Lower(li) {
-			return li, cur.StableAttr().Ino, true
-		}
-	}
-	return 0, 0, false
 }
 
 // upperDir copies directory node n up if needed and returns an fd of its upper copy

@@ -134,7 +134,7 @@ func TestInodes(t *testing.T) {
 		},
 		{
 			// The ancestors a copy-up brings along take the attributes and the number of
-			// their topmost lower copy (fs lowerDirInTree answers from the node tree).
+			// their topmost lower copy (fs copyUpNotify takes them from the node).
 			name: "directories copied up for a file inside keep their attributes and st_ino across a remount",
 			lowers: []layer{
 				{"p": dir().mode(0o750).owner(1, 2), "p/q": dir().mode(0o700)},
