@@ -258,7 +258,11 @@ func newOverlayFS(stack *layers.Stack) (*overlayFS, error) {
 	ofs := &overlayFS{stack: stack, cache: cache, res: lookup.New(stack, cache)}
 	budget := dirFdBudget()
 	ofs.dirRing = newDirRing(budget, func(n *node) { n.dropUpperFD(nil) })
-	ofs.lowerRing = newDirRing(budget/max(len(stack.Layers)-1, 1), ofs.dropLower)
+	lowers := len(stack.Layers)
+	if stack.Writable {
+		lowers-- // the upper's fds are dirRing's
+	}
+	ofs.lowerRing = newDirRing(budget/max(lowers, 1), ofs.dropLower)
 	if stack.Writable {
 		ofs.cp = copyup.New(stack)
 		ofs.reap = newReaper(stack.Work)

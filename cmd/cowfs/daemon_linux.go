@@ -46,8 +46,7 @@ func spawnDaemon() error {
 		return fmt.Errorf("starting the daemon: %w", err)
 	}
 	const reportFD = 3 // after stdin, stdout, stderr
-	argv := append([]string{os.Args[0]}, os.Args[1:]...)
-	pid, err := syscall.ForkExec(selfExe(), argv, &syscall.ProcAttr{
+	pid, err := syscall.ForkExec(selfExe(), os.Args, &syscall.ProcAttr{
 		Env: append(os.Environ(), fmt.Sprintf("%s=%d", daemonEnv, reportFD)),
 		// Stdin and stdout are /dev/null from the start; stderr stays ours until
 		// the daemon reports, for a crash message, and the daemon then lets go of it.
