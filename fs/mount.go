@@ -45,6 +45,9 @@ type overlayFS struct {
 	nextID atomic.Uint64
 	// listings are the directory snapshots readers are in the middle of.
 	listings listings
+	// walks tells, per process, whether its listings carry the files' attributes
+	// (walk.go; atomic slots, no lock).
+	walks walkTable
 	// data is the data path negotiated at INIT (passthrough.go); set before the mount.
 	data dataPath
 	// regen maps an object's (inode number, generation) to the generation of the node
@@ -127,11 +130,12 @@ func Mount(opts layers.Options) (*Mounted, error) {
 		ExtraCapabilities:    fuse.CAP_HANDLE_KILLPRIV_V2 | fuse.CAP_ATOMIC_O_TRUNC,
 		EnableSymlinkCaching: true,
 		// POSIX ACLs: the kernel checks them (default_permissions alone looks at the
-		// mode bits only) and caches them per inode for those checks. Reading the
-		// attribute still asks the daemon (FUSE's get_acl is not cached): `ls -l`
-		// reads system.posix_acl_access and security.selinux of every file, two
-		// GETXATTRs a file on Linux 6.18 (64,000 of the 76,500 requests of a
-		// second `ls -lR` of the bench tree).
+		// mode bits only) and caches them per inode, for those checks and for
+		// getxattr: `ls -l` reads system.posix_acl_access and security.selinux of
+		// every entry, and only the second reaches the daemon once the entry is
+		// known (64,000 of the 76,500 requests of a second `ls -lR` of the bench
+		// tree, one an entry: 991 for the 991 entries of a second `ls -l` of its
+		// usr/bin, Linux 6.18).
 		EnableAcl: !opts.NoACL,
 		Debug:     opts.Debug,
 		Options:   []string{"default_permissions"},
@@ -238,7 +242,7 @@ func selinuxEnabled() bool {
 // taking the last thread while the daemon polls its own file); a POLL from any other
 // process is answered ENOSYS by go-fuse (doPoll), after which the kernel stops asking.
 func mount(dir string, root *node, opts *gofs.Options) (*fuse.Server, error) {
-	srv, err := fuse.NewServer(newSchedFS(rawFS{gofs.NewNodeFS(root, opts), root.ofs}), dir, &opts.MountOptions)
+	srv, err := fuse.NewServer(newSchedFS(rawFS{gofs.NewNodeFS(root, opts), root.ofs}, &root.ofs.walks), dir, &opts.MountOptions)
 	if err != nil {
 		return nil, err
 	}

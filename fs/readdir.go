@@ -319,6 +319,12 @@ func (d *dirHandle) Lookup(ctx context.Context, name string, out *fuse.EntryOut)
 	from := 0
 	if i := d.pos - 1; d.l != nil && i >= 0 && i < len(d.l.entries) && d.l.entries[i].Name == name {
 		from = int(d.l.from[i])
+		// A name-only walk gets no attributes of what it will not enter (walk.go):
+		// go-fuse leaves the entry's nodeid 0, and the kernel looks the name up if
+		// it ever needs it.
+		if !isDir(d.l.entries[i].Mode) && d.n.ofs.walks.lazy(callerPid(ctx)) {
+			return nil, syscall.EAGAIN
+		}
 	}
 	return d.n.lookupIn(ctx, d.fds, d.fdsRel, name, from, out)
 }

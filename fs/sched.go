@@ -4,6 +4,7 @@ import (
 	"os"
 	"runtime"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -54,15 +55,21 @@ func raiseProcs() {
 
 // schedFS passes each request through the Go scheduler once a millisecond (see above).
 // Forget and BatchForget are left out: they have no reply and come in bursts.
+// It also tells the walk table (walk.go) what each process asks for.
 type schedFS struct {
 	fuse.RawFileSystem
 	// last is when a request last yielded, in Unix nanoseconds; atomic.
 	last *atomic.Int64
+	// walks is the mount's walk table (nil: none).
+	walks *walkTable
 }
 
-func newSchedFS(fs fuse.RawFileSystem) schedFS {
-	return schedFS{RawFileSystem: fs, last: new(atomic.Int64)}
+func newSchedFS(fs fuse.RawFileSystem, walks *walkTable) schedFS {
+	return schedFS{RawFileSystem: fs, last: new(atomic.Int64), walks: walks}
 }
+
+// isDir reports whether mode is a directory's.
+func isDir(mode uint32) bool { return mode&syscall.S_IFMT == syscall.S_IFDIR }
 
 // tick yields the processor if no request did in the last millisecond.
 func (s schedFS) tick() {
@@ -75,121 +82,154 @@ func (s schedFS) tick() {
 
 func (s schedFS) Lookup(c <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
 	s.tick()
-	return s.RawFileSystem.Lookup(c, h, name, out)
+	st := s.RawFileSystem.Lookup(c, h, name, out)
+	if !st.Ok() || !isDir(out.Mode) {
+		s.walks.touched(h.Pid)
+	}
+	return st
 }
 
 func (s schedFS) GetAttr(c <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
 	s.tick()
-	return s.RawFileSystem.GetAttr(c, in, out)
+	st := s.RawFileSystem.GetAttr(c, in, out)
+	if !st.Ok() || !isDir(out.Mode) {
+		s.walks.touched(in.Pid)
+	}
+	return st
 }
 
 func (s schedFS) SetAttr(c <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
 	s.tick()
+	s.walks.touched(in.Pid)
 	return s.RawFileSystem.SetAttr(c, in, out)
 }
 
 func (s schedFS) Statx(c <-chan struct{}, in *fuse.StatxIn, out *fuse.StatxOut) fuse.Status {
 	s.tick()
-	return s.RawFileSystem.Statx(c, in, out)
+	st := s.RawFileSystem.Statx(c, in, out)
+	if !st.Ok() || !isDir(uint32(out.Mode)) {
+		s.walks.touched(in.Pid)
+	}
+	return st
 }
 
 func (s schedFS) Access(c <-chan struct{}, in *fuse.AccessIn) fuse.Status {
 	s.tick()
+	s.walks.touched(in.Pid)
 	return s.RawFileSystem.Access(c, in)
 }
 
 func (s schedFS) Readlink(c <-chan struct{}, h *fuse.InHeader) ([]byte, fuse.Status) {
 	s.tick()
+	s.walks.touched(h.Pid)
 	return s.RawFileSystem.Readlink(c, h)
 }
 
 func (s schedFS) GetXAttr(c <-chan struct{}, h *fuse.InHeader, attr string, dest []byte) (uint32, fuse.Status) {
 	s.tick()
+	s.walks.touched(h.Pid)
 	return s.RawFileSystem.GetXAttr(c, h, attr, dest)
 }
 
 func (s schedFS) ListXAttr(c <-chan struct{}, h *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
 	s.tick()
+	s.walks.touched(h.Pid)
 	return s.RawFileSystem.ListXAttr(c, h, dest)
 }
 
 func (s schedFS) SetXAttr(c <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
 	s.tick()
+	s.walks.touched(in.Pid)
 	return s.RawFileSystem.SetXAttr(c, in, attr, data)
 }
 
 func (s schedFS) RemoveXAttr(c <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
 	s.tick()
+	s.walks.touched(h.Pid)
 	return s.RawFileSystem.RemoveXAttr(c, h, attr)
 }
 
 func (s schedFS) Mknod(c <-chan struct{}, in *fuse.MknodIn, name string, out *fuse.EntryOut) fuse.Status {
 	s.tick()
+	s.walks.touched(in.Pid)
 	return s.RawFileSystem.Mknod(c, in, name, out)
 }
 
 func (s schedFS) Mkdir(c <-chan struct{}, in *fuse.MkdirIn, name string, out *fuse.EntryOut) fuse.Status {
 	s.tick()
+	s.walks.touched(in.Pid)
 	return s.RawFileSystem.Mkdir(c, in, name, out)
 }
 
 func (s schedFS) Unlink(c <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
 	s.tick()
+	s.walks.touched(h.Pid)
 	return s.RawFileSystem.Unlink(c, h, name)
 }
 
 func (s schedFS) Rmdir(c <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
 	s.tick()
+	s.walks.touched(h.Pid)
 	return s.RawFileSystem.Rmdir(c, h, name)
 }
 
 func (s schedFS) Rename(c <-chan struct{}, in *fuse.RenameIn, oldName, newName string) fuse.Status {
 	s.tick()
+	s.walks.touched(in.Pid)
 	return s.RawFileSystem.Rename(c, in, oldName, newName)
 }
 
 func (s schedFS) Link(c <-chan struct{}, in *fuse.LinkIn, name string, out *fuse.EntryOut) fuse.Status {
 	s.tick()
+	s.walks.touched(in.Pid)
 	return s.RawFileSystem.Link(c, in, name, out)
 }
 
 func (s schedFS) Symlink(c <-chan struct{}, h *fuse.InHeader, target, name string, out *fuse.EntryOut) fuse.Status {
 	s.tick()
+	s.walks.touched(h.Pid)
 	return s.RawFileSystem.Symlink(c, h, target, name, out)
 }
 
 func (s schedFS) Create(c <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
 	s.tick()
+	s.walks.touched(in.Pid)
 	return s.RawFileSystem.Create(c, in, name, out)
 }
 
 func (s schedFS) Open(c <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
 	s.tick()
+	s.walks.touched(in.Pid)
 	return s.RawFileSystem.Open(c, in, out)
 }
 
 func (s schedFS) Read(c <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
 	s.tick()
+	s.walks.touched(in.Pid)
 	return s.RawFileSystem.Read(c, in, buf)
 }
 
 func (s schedFS) Write(c <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
 	s.tick()
+	s.walks.touched(in.Pid)
 	return s.RawFileSystem.Write(c, in, data)
 }
 
 func (s schedFS) Writev(c <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
 	s.tick()
+	s.walks.touched(in.Pid)
 	return s.RawFileSystem.Writev(c, in, data)
 }
 
 func (s schedFS) Release(c <-chan struct{}, in *fuse.ReleaseIn) {
 	s.tick()
+	s.walks.touched(in.Pid)
 	s.RawFileSystem.Release(c, in)
 }
 
 func (s schedFS) Fsync(c <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	s.tick()
+	s.walks.touched(in.Pid)
 	return s.RawFileSystem.Fsync(c, in)
 }
 
@@ -200,6 +240,9 @@ func (s schedFS) ReadDir(c <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryL
 
 func (s schedFS) ReadDirPlus(c <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
 	s.tick()
+	if in.Offset == 0 {
+		s.walks.listing(in.Pid)
+	}
 	return s.RawFileSystem.ReadDirPlus(c, in, out)
 }
 

@@ -43,7 +43,7 @@ func TestSchedFSWrapsEveryRequestWithAReply(t *testing.T) {
 }
 
 func TestSchedFSTicksAtMostOnceAMillisecond(t *testing.T) {
-	s := newSchedFS(nil)
+	s := newSchedFS(nil, nil)
 	s.tick()
 	first := s.last.Load()
 	if first == 0 {

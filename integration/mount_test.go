@@ -40,8 +40,10 @@ type testMount struct {
 	lowers []string // topmost first
 	upper  string
 	work   string
-	// logPath is the daemon's debug log (only with -v).
+	// logPath is the daemon's debug log (with COWFS_TEST_DAEMON_LOG or mountOpts.log).
 	logPath string
+	// log runs the daemon in the foreground with its traffic in logPath.
+	log bool
 	// extra are more -o options for the FUSE program; env its extra environment;
 	// kernelOpts the kernel's feature options (kernelOptions unless set).
 	extra      string
@@ -66,6 +68,9 @@ type mountOpts struct {
 	// kernel replaces kernelOptions for the kernel mount (e.g. metacopy=on, which the
 	// kernel takes only with redirect_dir=on).
 	kernel string
+	// log keeps the daemon's FUSE traffic in testMount.logPath, for a test that reads
+	// it (as COWFS_TEST_DAEMON_LOG does for every mount).
+	log bool
 }
 
 // newTestMount writes the layers (lowers topmost first, then the upper as the
@@ -95,7 +100,7 @@ func newTestMountOpts(t testing.TB, kind mountKind, o mountOpts, layers ...layer
 	if err := os.Chmod(root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	m := &testMount{t: t, kind: kind, root: root, dir: filepath.Join(root, "mnt"), extra: o.extra, env: o.env, kernelOpts: o.kernel}
+	m := &testMount{t: t, kind: kind, root: root, dir: filepath.Join(root, "mnt"), extra: o.extra, env: o.env, kernelOpts: o.kernel, log: o.log}
 	if m.kernelOpts == "" {
 		m.kernelOpts = kernelOptions
 	}
@@ -151,7 +156,7 @@ func (m *testMount) mount() {
 	if m.extra != "" {
 		args = append([]string{"-o", m.extra}, args...)
 	}
-	if daemonLog {
+	if daemonLog || m.log {
 		// Foreground with the FUSE traffic in a file we print on failure.
 		m.logPath = filepath.Join(filepath.Dir(m.dir), fmt.Sprintf("daemon-%d.log", time.Now().UnixNano()))
 		logf, err := os.Create(m.logPath)

@@ -5,7 +5,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -117,3 +120,69 @@ func TestReaddirDuringChanges(t *testing.T) {
 		})
 	}
 }
+
+// A process that only reads names gets, after its first few directories, listings
+// without the files' attributes (fs/walk.go): the kernel looks each file up when
+// someone asks for it, and it then has the right attributes. A process that reads the
+// files it lists gets them with every listing; one that stats them pays one
+// directory's lookups at most.
+func TestListingsOfANameOnlyWalk(t *testing.T) {
+	const dirs, files = 10, 6
+	top, bottom := layer{}, layer{}
+	type want struct {
+		mode os.FileMode
+		size int64
+	}
+	wants := map[string]want{}
+	for d := 0; d < dirs; d++ {
+		dn := fmt.Sprintf("d%02d", d)
+		top[dn], bottom[dn] = dir(), dir()
+		for f := 0; f < files; f++ {
+			name := fmt.Sprintf("%s/f%d", dn, f)
+			content := strings.Repeat("x", d*files+f)
+			l := bottom
+			if f%2 == 0 {
+				l = top // half of them from each layer
+			}
+			l[name] = file(content).mode(0o600 + uint32(f))
+			wants[name] = want{0o600 + os.FileMode(f), int64(len(content))}
+		}
+	}
+	tests := []struct {
+		name     string
+		walk     string // a shell command; MNT is the mount
+		min, max int    // lookups of files, in the walk and a stat of each file after it
+	}{
+		{name: "find lists the later directories without the files' attributes",
+			walk: `find "$MNT" >/dev/null`, min: (dirs + 1 - walkListingsBeforeLazy) * files, max: dirs * files},
+		{name: "tar gets the files' attributes with every listing",
+			walk: `tar -cf - -C "$MNT" . | cat >/dev/null`, max: 0},
+		{name: "du looks up one directory's files at most",
+			walk: `du -a "$MNT" >/dev/null`, max: files},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newTestMountOpts(t, fuseKind, mountOpts{log: true}, top, bottom, layer{})
+			walk := exec.Command("sh", "-c", tc.walk)
+			walk.Env = append(os.Environ(), "MNT="+m.dir)
+			if out, err := walk.CombinedOutput(); err != nil {
+				t.Fatalf("%s: %v\n%s", tc.walk, err, out)
+			}
+			for name, w := range wants {
+				fi, err := os.Lstat(filepath.Join(m.dir, name))
+				if err != nil || fi.Mode() != w.mode || fi.Size() != w.size {
+					t.Errorf("%s after the walk: %v, %v; want mode %v, size %d", name, fi, err, w.mode, w.size)
+				}
+			}
+			m.unmount() // the daemon has written its log
+			lookups := regexp.MustCompile(`(?m)\brx \d+: LOOKUP n\d+ +"f\d"`).FindAllString(readLog(m.logPath), -1)
+			if len(lookups) < tc.min || len(lookups) > tc.max {
+				t.Errorf("%d lookups of files, want %d to %d", len(lookups), tc.min, tc.max)
+			}
+		})
+	}
+}
+
+// walkListingsBeforeLazy is fs.walkListingsBeforeLazy: how many directories a process
+// lists with full entries before it may get lazy ones.
+const walkListingsBeforeLazy = 4
