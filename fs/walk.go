@@ -34,6 +34,11 @@ import (
 // turns full on the first, and gets full entries from then on. A process that lists
 // one directory (`ls -l dir`) or reads the files it lists (`tar`) is never lazy.
 //
+// What it gets wrong: the table goes by thread, so in a program where one thread lists
+// and others stat what it listed, the lister can stay lazy and every stat costs a
+// LOOKUP (a round trip, where a full entry would have cost none). Correctness is never
+// at stake: the kernel looks up whatever it has no attributes for.
+//
 // The table has walkSlots slots indexed by pid; a process whose slot another took
 // starts again as new. Nothing here decides what a listing contains, only whether the
 // kernel gets the attributes with it.
