@@ -69,47 +69,47 @@ func (w *walkTable) slot(pid uint32) *atomic.Uint64 {
 	return &w.slots[pid%walkSlots]
 }
 
-// listing records that pid started reading a directory (a READDIRPLUS at offset 0).
-func (w *walkTable) listing(pid uint32) {
+// update replaces pid's slot with next(old) until no other request raced it; next
+// returns false to leave the slot as it is.
+func (w *walkTable) update(pid uint32, next func(old uint64) (uint64, bool)) {
 	if w == nil || pid == 0 {
 		return
 	}
 	s := w.slot(pid)
 	for {
 		old := s.Load()
-		next := walkSlot(pid, walkNew, 1)
-		if uint32(old>>32) == pid {
-			state, n := uint16(old>>16), uint16(old)
-			if state != walkNew {
-				return
-			}
-			n++
-			if n > walkListingsBeforeLazy {
-				state = walkLazy
-			}
-			next = walkSlot(pid, state, n)
-		}
-		if s.CompareAndSwap(old, next) {
+		v, ok := next(old)
+		if !ok || s.CompareAndSwap(old, v) {
 			return
 		}
 	}
 }
 
+// listing records that pid started reading a directory (a READDIRPLUS at offset 0).
+func (w *walkTable) listing(pid uint32) {
+	w.update(pid, func(old uint64) (uint64, bool) {
+		if uint32(old>>32) != pid {
+			return walkSlot(pid, walkNew, 1), true // first listing, or the slot was another's
+		}
+		state, n := uint16(old>>16), uint16(old)+1
+		if state != walkNew {
+			return 0, false
+		}
+		if n > walkListingsBeforeLazy {
+			state = walkLazy
+		}
+		return walkSlot(pid, state, n), true
+	})
+}
+
 // touched records that pid asked for something a name-only walk does not.
 func (w *walkTable) touched(pid uint32) {
-	if w == nil || pid == 0 {
-		return
-	}
-	s := w.slot(pid)
-	for {
-		old := s.Load()
+	w.update(pid, func(old uint64) (uint64, bool) {
 		if uint32(old>>32) != pid || uint16(old>>16) == walkFull {
-			return
+			return 0, false
 		}
-		if s.CompareAndSwap(old, walkSlot(pid, walkFull, 0)) {
-			return
-		}
-	}
+		return walkSlot(pid, walkFull, 0), true
+	})
 }
 
 // lazy reports whether pid's listings leave out the attributes of non-directories.
