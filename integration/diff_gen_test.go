@@ -297,6 +297,9 @@ type treeEntry struct {
 type opGen struct {
 	rng  *rand.Rand
 	tree []treeEntry // the kernel's merged view now, "." first
+	// metacopy: the sequence runs with metadata-only copy-up, and moves no
+	// directory (see TestDifferentialMetacopy).
+	metacopy bool
 }
 
 func (g *opGen) pick(want func(uint32) bool) string {
@@ -373,15 +376,30 @@ var opWeights = [numDopKinds]int{
 	dUnlinkOpen: 3, dTwoFds: 3, dReaddir: 3,
 }
 
+// metacopyWeights are opWeights with the operations that copy only metadata up
+// under metacopy=on made three times as likely, so that later operations meet
+// metacopy files (reads, writes and truncates that copy their data up).
+var metacopyWeights = func() [numDopKinds]int {
+	w := opWeights
+	for _, k := range []dopKind{dChmod, dChown, dUtimes, dSetxattr, dRemovexattr} {
+		w[k] *= 3
+	}
+	return w
+}()
+
 func (g *opGen) next() dop {
+	weights := &opWeights
+	if g.metacopy {
+		weights = &metacopyWeights
+	}
 	total := 0
-	for _, w := range opWeights {
+	for _, w := range weights {
 		total += w
 	}
 	x := g.rng.IntN(total)
 	var k dopKind
-	for k = 0; x >= opWeights[k]; k++ {
-		x -= opWeights[k]
+	for k = 0; x >= weights[k]; k++ {
+		x -= weights[k]
 	}
 	r := g.rng
 	op := dop{kind: k, seed: byte(r.IntN(26))}
@@ -475,6 +493,17 @@ func (g *opGen) next() dop {
 		op.flags = []int{0, 0, 0, unix.RENAME_NOREPLACE, unix.RENAME_EXCHANGE}[r.IntN(5)]
 		if avoidOpenBugs.renameDirOverDir && g.typeOf(op.path) == unix.S_IFDIR && g.typeOf(op.path2) == unix.S_IFDIR {
 			op.path2 = filepath.Join(filepath.Dir(op.path2), "new")
+		}
+		if g.metacopy { // moves no directory (see TestDifferentialMetacopy)
+			for i := 0; i < 16 && isDir(g.typeOf(op.path)); i++ {
+				op.path = g.existing(isReg)
+			}
+			for i := 0; i < 16 && isDir(g.typeOf(op.path2)); i++ {
+				op.path2 = g.fresh()
+			}
+			if isDir(g.typeOf(op.path)) || isDir(g.typeOf(op.path2)) {
+				op.path2 = op.path // a rename onto itself changes nothing
+			}
 		}
 	case dLink:
 		op.path = g.existing(isReg)

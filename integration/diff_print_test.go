@@ -20,6 +20,11 @@ func goCase(name string, c diffCase) string {
 	if len(c.upper) > 0 {
 		fmt.Fprintf(&b, "\tupper: %s,\n", goLayer(c.upper, "\t"))
 	}
+	if c.metacopy {
+		// runCases also compares the uppers, which differ on purpose after a rename or
+		// link of a metacopy file (see TestDifferentialMetacopy).
+		b.WriteString("\topts: metacopyOpts,\n")
+	}
 	// runDiff observes the tree before the first operation; so does the case.
 	b.WriteString("\top: ops(func(r *rec) {\n\t\tr.observe()\n")
 	for _, op := range c.ops {

@@ -97,6 +97,9 @@ type diffCase struct {
 	lowers []layer
 	upper  layer
 	ops    []dop
+	// metacopy runs the case with metadata-only copy-up on both sides (see
+	// TestDifferentialMetacopy).
+	metacopy bool
 }
 
 // divergence is the first difference a run found.
@@ -114,6 +117,9 @@ type diffStats struct {
 	elapsed        time.Duration
 	classes        map[string][]uint64 // divergence class -> seeds
 	intended       map[string]int
+	// metacopies counts the operations after which the file they named was a
+	// metacopy file in cowfs's upper (metacopy cases only).
+	metacopies int
 }
 
 func (s *diffStats) String() string {
@@ -127,6 +133,9 @@ func (s *diffStats) String() string {
 	}
 	for _, n := range sortedKeys(s.intended) {
 		fmt.Fprintf(&b, "\n  intended difference %q applied %d times", n, s.intended[n])
+	}
+	if s.metacopies > 0 {
+		fmt.Fprintf(&b, "\n  %d operations left their file metacopy in cowfs's upper", s.metacopies)
 	}
 	return b.String()
 }
@@ -189,8 +198,12 @@ func runDiff(t *testing.T, c diffCase, gen *opGen, nOps int, stats *diffStats) (
 		}
 	}()
 	if !tb.try(func() {
-		km = newTestMount(tb, kernelKind, layers...)
-		fm = newTestMountOpts(tb, fuseKind, mountOpts{env: []string{reapHold}}, layers...)
+		kopts, fopts := mountOpts{}, mountOpts{env: []string{reapHold}}
+		if c.metacopy {
+			kopts.kernel, fopts.extra = metacopyOpts.kernel, metacopyOpts.extra
+		}
+		km = newTestMountOpts(tb, kernelKind, kopts, layers...)
+		fm = newTestMountOpts(tb, fuseKind, fopts, layers...)
 	}) {
 		return nil, &divergence{class: "setup", detail: strings.Join(tb.errs, "\n")}
 	}
@@ -237,6 +250,9 @@ func runDiff(t *testing.T, c diffCase, gen *opGen, nOps int, stats *diffStats) (
 			}
 			d.resync(km.dir, op)
 		}
+		if c.metacopy && stats != nil && isMetacopy(join(fm.upper, op.path)) {
+			stats.metacopies++
+		}
 		nk, nf = len(rk.res.lines), len(rf.res.lines)
 		rk.observe()
 		rf.observe()
@@ -252,10 +268,12 @@ func runDiff(t *testing.T, c diffCase, gen *opGen, nOps int, stats *diffStats) (
 	if d := diffSnapshots("kernel", mk, "cowfs", mf); d != "" {
 		return done, &divergence{class: "final merged tree", step: len(done), detail: d}
 	}
-	uk, uf := takeSnapshot(km.upper, upperDir), takeSnapshot(fm.upper, upperDir)
-	acceptHoles(uk, uf, stats)
-	if d := diffSnapshots("kernel", uk, "cowfs", uf); d != "" {
-		return done, &divergence{class: "final upper dir", step: len(done), detail: d}
+	if !c.metacopy {
+		uk, uf := takeSnapshot(km.upper, upperDir), takeSnapshot(fm.upper, upperDir)
+		acceptHoles(uk, uf, stats)
+		if d := diffSnapshots("kernel", uk, "cowfs", uf); d != "" {
+			return done, &divergence{class: "final upper dir", step: len(done), detail: d}
+		}
 	}
 	for i, l := range fm.lowers {
 		if d := diffSnapshots("before", lowersBefore[i], "after", takeSnapshot(l, lowerDir)); d != "" {
@@ -498,12 +516,12 @@ func shrink(t *testing.T, c diffCase, class string) diffCase {
 }
 
 // diffSeedRun generates and runs the sequence of one seed.
-func diffSeedRun(t *testing.T, seed uint64, nOps int, stats *diffStats) (diffCase, *divergence) {
+func diffSeedRun(t *testing.T, seed uint64, nOps int, stats *diffStats, metacopy bool) (diffCase, *divergence) {
 	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
 	lowers, upper := genStack(rng)
-	c := diffCase{lowers: lowers, upper: upper}
+	c := diffCase{lowers: lowers, upper: upper, metacopy: metacopy}
 	start := time.Now()
-	ops, d := runDiff(t, c, &opGen{rng: rng}, nOps, stats)
+	ops, d := runDiff(t, c, &opGen{rng: rng, metacopy: metacopy}, nOps, stats)
 	stats.elapsed += time.Since(start)
 	stats.sequences++
 	c.ops = ops
@@ -548,6 +566,10 @@ func envInt(t testing.TB, name string) (uint64, bool) {
 	return n, true
 }
 
+// diffMetacopy (COWFS_DIFF_METACOPY=1) makes TestDifferential run its seeds as
+// TestDifferentialMetacopy does.
+var diffMetacopy = os.Getenv("COWFS_DIFF_METACOPY") != ""
+
 // TestDifferential runs random sequences on kernel overlayfs and cowfs and
 // compares them after every operation. Without COWFS_DIFF_SEED and
 // COWFS_DIFF_N it replays diffCISeeds; otherwise it runs N seeds from SEED
@@ -584,7 +606,7 @@ func TestDifferential(t *testing.T) {
 		if i > 0 && i%250 == 0 {
 			t.Logf("progress: %d of %d sequences; %s", i, len(seeds), stats)
 		}
-		c, d := diffSeedRun(t, s, nOps, stats)
+		c, d := diffSeedRun(t, s, nOps, stats, diffMetacopy)
 		if d != nil {
 			// One shrink per class: later seeds of a known class only count.
 			t.Errorf("%s", divergenceReport(t, s, c, d, !shrunk[d.class]))
@@ -593,6 +615,46 @@ func TestDifferential(t *testing.T) {
 	}
 	t.Logf("%s", stats)
 }
+
+// TestDifferentialMetacopy replays the first diffMetacopySeeds of diffCISeeds with
+// metadata-only copy-up on both sides: the kernel mounted metacopy=on (and so
+// redirect_dir=on), cowfs with -o metacopy=on. The generator then moves no
+// directory, which the kernel does with a redirect and cowfs refuses (EXDEV, README
+// "Rename"), and the upper directories are not compared: the kernel keeps a renamed
+// or linked metacopy file metacopy with an overlay.redirect, where cowfs copies its
+// data up (README, "Metadata-only copy-up"; TestMetacopy compares the two uppers on
+// chosen cases). The merged views are compared after every step as in the default
+// run; COWFS_DIFF_METACOPY=1 with COWFS_DIFF_SEED/COWFS_DIFF_N runs more seeds.
+func TestDifferentialMetacopy(t *testing.T) {
+	requireMounts(t)
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	stats := newDiffStats()
+	for _, s := range diffCISeeds[:diffMetacopySeeds] {
+		if c, d := diffSeedRun(t, s, diffDefaultOps, stats, true); d != nil {
+			t.Errorf("%s", divergenceReport(t, s, c, d, true))
+		}
+	}
+	t.Logf("%s", stats)
+	if stats.metacopies == 0 {
+		t.Errorf("no operation left a metacopy file in cowfs's upper: metadata-only copy-up was not exercised")
+	}
+}
+
+// isMetacopy reports whether p, in an upper directory, is a regular file carrying
+// the metacopy marker (the tests run as root: trusted.overlay.*).
+func isMetacopy(p string) bool {
+	var st unix.Stat_t
+	if unix.Lstat(p, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return false
+	}
+	_, err := unix.Lgetxattr(p, "trusted.overlay.metacopy", nil)
+	return err == nil
+}
+
+// diffMetacopySeeds is how many of diffCISeeds TestDifferentialMetacopy replays.
+const diffMetacopySeeds = 10
 
 // FuzzDifferential maps the fuzz input to a seed and runs that sequence.
 func FuzzDifferential(f *testing.F) {
@@ -604,7 +666,7 @@ func FuzzDifferential(f *testing.F) {
 		if buildErr != nil {
 			t.Fatal(buildErr)
 		}
-		if c, d := diffSeedRun(t, seed, diffDefaultOps, newDiffStats()); d != nil {
+		if c, d := diffSeedRun(t, seed, diffDefaultOps, newDiffStats(), diffMetacopy); d != nil {
 			t.Fatalf("%s", divergenceReport(t, seed, c, d, true))
 		}
 	})
