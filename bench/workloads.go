@@ -45,6 +45,9 @@ func workloads(cfg *config) []*workload {
 		{name: "tar-small-cold", what: "`tar -cf - -C MNT usr/share` into a pipe (reads every small file), caches dropped", cold: true, measure: timedArgv(tarDir)},
 		{name: "seqread-cold", what: "`dd bs=1M` of a " + big + " file of the bottom layer to /dev/null, caches dropped", cold: true, measure: timedArgv(seq)},
 		{name: "seqread-warm", what: "the same read, after one untimed read on the mount", prepare: untimedArgv(seq), measure: timedArgv(seq)},
+		{name: "roundtrip-getxattr", what: fmt.Sprintf("lgetxattr(2) of a name the file lacks (security.selinux) on one lower file, %d times in a row, "+
+			"after one untimed call: a round trip each to a FUSE daemon, which FUSE does not cache (a diagnostic row, not one of issue 5's workloads)", cfg.roundtrips),
+			prepare: untimedFunc(getxattrs(1)), measure: timedFunc(getxattrs(cfg.roundtrips))},
 	}
 	for _, volatile := range []bool{false, true} {
 		mode, how := "durable", "kernel default, fuse-overlayfs, cowfs default"
@@ -184,6 +187,21 @@ func statAll(e *env) error {
 		}
 	}
 	return nil
+}
+
+// getxattrs asks n times in a row for an extended attribute that the big lower
+// file lacks (ENODATA on all three filesystems).
+func getxattrs(n int) func(*env) error {
+	return func(e *env) error {
+		p := e.path(e.st.ReadFile)
+		buf := make([]byte, 256)
+		for range n {
+			if _, err := unix.Lgetxattr(p, "security.selinux", buf); err != unix.ENODATA {
+				return fmt.Errorf("lgetxattr %s security.selinux: %v, want ENODATA", p, err)
+			}
+		}
+		return nil
+	}
 }
 
 func appendByte(e *env) error {
