@@ -622,8 +622,9 @@ func TestDifferential(t *testing.T) {
 // directory, which the kernel does with a redirect and cowfs refuses (EXDEV, README
 // "Rename"), and the upper directories are not compared: the kernel keeps a renamed
 // or linked metacopy file metacopy with an overlay.redirect, where cowfs copies its
-// data up (README, "Metadata-only copy-up"; TestMetacopy compares the two uppers on
-// chosen cases). The merged views are compared after every step as in the default
+// data up (README, "Metadata-only copy-up"), and with redirect_dir=on it marks every
+// directory it creates opaque, where cowfs marks only those that hide something
+// below (TestMetacopy compares the two uppers on chosen cases). The merged views are compared after every step as in the default
 // run; COWFS_DIFF_METACOPY=1 with COWFS_DIFF_SEED/COWFS_DIFF_N runs more seeds.
 func TestDifferentialMetacopy(t *testing.T) {
 	requireMounts(t)
