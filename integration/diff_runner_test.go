@@ -86,6 +86,18 @@ var intendedDifferences = []intendedDifference{
 			"a cowfs file whose data extents lie within the kernel's when all else is equal",
 	},
 	{
+		name: "metacopy files moved with a redirect",
+		reason: "with metacopy=on (TestDifferentialMetacopy) the kernel renames or links a metacopy file as it " +
+			"is and records overlay.redirect, which needs redirect_dir, which cowfs does not have; cowfs copies its data up first",
+		appliedBy: "acceptRedirectDirForms, on the final uppers of metacopy sequences",
+	},
+	{
+		name: "new directories opaque under redirect_dir=on",
+		reason: "the kernel mounted redirect_dir=on (which metacopy=on needs) marks every directory it creates " +
+			"opaque; cowfs, like the kernel with redirect_dir=off, only those that replace something below",
+		appliedBy: "acceptRedirectDirForms, on the final uppers of metacopy sequences",
+	},
+	{
 		name:      "inode numbers",
 		reason:    "cowfs numbers inodes its own way; only stability within a sequence is specified",
 		appliedBy: "observe, which records whether st_ino changed and which paths share one, not the numbers",
@@ -268,12 +280,13 @@ func runDiff(t *testing.T, c diffCase, gen *opGen, nOps int, stats *diffStats) (
 	if d := diffSnapshots("kernel", mk, "cowfs", mf); d != "" {
 		return done, &divergence{class: "final merged tree", step: len(done), detail: d}
 	}
-	if !c.metacopy {
-		uk, uf := takeSnapshot(km.upper, upperDir), takeSnapshot(fm.upper, upperDir)
-		acceptHoles(uk, uf, stats)
-		if d := diffSnapshots("kernel", uk, "cowfs", uf); d != "" {
-			return done, &divergence{class: "final upper dir", step: len(done), detail: d}
-		}
+	uk, uf := takeSnapshot(km.upper, upperDir), takeSnapshot(fm.upper, upperDir)
+	acceptHoles(uk, uf, stats)
+	if c.metacopy {
+		acceptRedirectDirForms(km.upper, uk, uf, stats)
+	}
+	if d := diffSnapshots("kernel", uk, "cowfs", uf); d != "" {
+		return done, &divergence{class: "final upper dir", step: len(done), detail: d}
 	}
 	for i, l := range fm.lowers {
 		if d := diffSnapshots("before", lowersBefore[i], "after", takeSnapshot(l, lowerDir)); d != "" {
@@ -281,6 +294,41 @@ func runDiff(t *testing.T, c diffCase, gen *opGen, nOps int, stats *diffStats) (
 		}
 	}
 	return done, nil
+}
+
+// fileData is the part of a regular file's upper description that a data copy-up
+// changes: its content hash and data map, and the metacopy marker.
+var fileData = regexp.MustCompile(`^(file .* size=\d+) \S+ data=\S+( metacopy)?(.*)$`)
+
+// acceptRedirectDirForms applies the intended differences "metacopy files moved with
+// a redirect" and "new directories opaque under redirect_dir=on" to the final uppers
+// of a metacopy sequence, setting cowfs's description to the kernel's where:
+//   - the kernel's file is metacopy and carries overlay.redirect (it was renamed or
+//     linked) and cowfs's copy differs from it only in its data;
+//   - the kernel's directory is opaque, cowfs's is the same but not opaque (the
+//     merged views, compared after every step, show whether it hides what it must).
+func acceptRedirectDirForms(kernelUpper string, k, f snapshot, stats *diffStats) {
+	for p, kd := range k {
+		fd, ok := f[p]
+		if !ok || fd == kd {
+			continue
+		}
+		name := "new directories opaque under redirect_dir=on"
+		if kd != fd+" opaque" {
+			km, fm := fileData.FindStringSubmatch(kd), fileData.FindStringSubmatch(fd)
+			if km == nil || fm == nil || km[2] == "" || km[1] != fm[1] || km[3] != fm[3] {
+				continue
+			}
+			if _, err := getxattr(join(kernelUpper, p), "trusted.overlay.redirect"); err != nil {
+				continue
+			}
+			name = "metacopy files moved with a redirect"
+		}
+		f[p] = kd
+		if stats != nil {
+			stats.intended[name]++
+		}
+	}
 }
 
 func intendedFor(op dop, kernel, cowfs []string) *intendedDifference {
@@ -620,11 +668,11 @@ func TestDifferential(t *testing.T) {
 // metadata-only copy-up on both sides: the kernel mounted metacopy=on (and so
 // redirect_dir=on), cowfs with -o metacopy=on. The generator then moves no
 // directory, which the kernel does with a redirect and cowfs refuses (EXDEV, README
-// "Rename"), and the upper directories are not compared: the kernel keeps a renamed
-// or linked metacopy file metacopy with an overlay.redirect, where cowfs copies its
-// data up (README, "Metadata-only copy-up"), and with redirect_dir=on it marks every
-// directory it creates opaque, where cowfs marks only those that hide something
-// below (TestMetacopy compares the two uppers on chosen cases). The merged views are compared after every step as in the default
+// "Rename"), and the final upper directories are compared with two more intended
+// differences (acceptRedirectDirForms): the kernel keeps a renamed or linked metacopy
+// file metacopy with an overlay.redirect, where cowfs copies its data up (README,
+// "Metadata-only copy-up"), and with redirect_dir=on it marks every directory it
+// creates opaque, where cowfs marks only those that replace something below. The merged views are compared after every step as in the default
 // run; COWFS_DIFF_METACOPY=1 with COWFS_DIFF_SEED/COWFS_DIFF_N runs more seeds.
 func TestDifferentialMetacopy(t *testing.T) {
 	requireMounts(t)
