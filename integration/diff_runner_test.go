@@ -672,8 +672,9 @@ func TestDifferential(t *testing.T) {
 // differences (acceptRedirectDirForms): the kernel keeps a renamed or linked metacopy
 // file metacopy with an overlay.redirect, where cowfs copies its data up (README,
 // "Metadata-only copy-up"), and with redirect_dir=on it marks every directory it
-// creates opaque, where cowfs marks only those that replace something below. The merged views are compared after every step as in the default
-// run; COWFS_DIFF_METACOPY=1 with COWFS_DIFF_SEED/COWFS_DIFF_N runs more seeds.
+// creates opaque, where cowfs marks only those that replace something below. The
+// merged views are compared after every step as in the default run;
+// COWFS_DIFF_METACOPY=1 with COWFS_DIFF_SEED/COWFS_DIFF_N runs more seeds.
 func TestDifferentialMetacopy(t *testing.T) {
 	requireMounts(t)
 	if buildErr != nil {
