@@ -1,9 +1,10 @@
 # cowfs: a copy-on-write overlay filesystem over FUSE. See README.md.
 GO ?= go
-# Build tags of every cowfs binary, for a fast start (a mount starts cowfs twice: the
-# command and its daemon): urfave_cli_no_docs leaves out urfave/cli's man-page and
-# markdown generation (blackfriday's package init); netgo,osusergo make the binary
-# static (no dynamic loader and libc at each start). Keep scripts/demo.sh,
+# Build tags of every cowfs binary, for a fast start (every mount starts it):
+# urfave_cli_no_docs leaves out urfave/cli's man-page and markdown generation
+# (blackfriday's package init); netgo,osusergo make the binary static (no dynamic
+# loader and libc at each start; with cgo, cmd/cowfs/earlyfork_static.go links the C
+# library statically under the same two tags). Keep scripts/demo.sh,
 # integration/main_test.go and cmd/cowfs/main_test.go in step (TestEveryBuildUsesTheTags).
 GOTAGS = urfave_cli_no_docs,netgo,osusergo
 

@@ -1,11 +1,14 @@
 #!/bin/sh
-# Installs what cowfs's tests need on Debian, if missing: fuse3 (fusermount3, mount.fuse3),
+# Installs what cowfs's build and tests need on Debian, if missing: fuse3 (fusermount3, mount.fuse3),
 # fuse-overlayfs (the peer the tests and benchmarks compare with) and attr (getfattr).
 set -eu
 missing=""
 command -v fusermount3 >/dev/null 2>&1 || missing="$missing fuse3"
 command -v fuse-overlayfs >/dev/null 2>&1 || missing="$missing fuse-overlayfs"
 command -v getfattr >/dev/null 2>&1 || missing="$missing attr"
+# gcc and the static C library: cmd/cowfs/earlyfork.c (cgo), and go test -race.
+command -v gcc >/dev/null 2>&1 || missing="$missing gcc"
+[ -e /usr/lib/x86_64-linux-gnu/libc.a ] || [ -e /usr/lib/aarch64-linux-gnu/libc.a ] || missing="$missing libc6-dev"
 # strace: integration/options_test.go counts the daemon's fsyncs (volatile).
 command -v strace >/dev/null 2>&1 || missing="$missing strace"
 # The real clients of integration/rootfs_test.go and podman_test.go (they skip, saying so, without).

@@ -12,7 +12,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// selfExe is the running binary, re-executed as the daemon (Go cannot fork): by its
+// selfExe is the running binary, re-executed as the daemon when it was built without
+// cgo (earlyfork.c forks before the runtime otherwise; Go cannot fork): by its
 // real path, so the daemon's process name is "cowfs" (ps, pgrep) rather than "exe";
 // through /proc/self/exe when that path is gone (the binary was replaced meanwhile).
 func selfExe() string {
@@ -91,14 +92,9 @@ type reportedError string
 
 func (e reportedError) Error() string { return string(e) }
 
-// runDaemon is the daemon's side: it mounts, reports to fd, lets go of every
-// inherited file descriptor and serves until unmounted.
-func runDaemon(opts layers.Options, fdEnv string) error {
-	fd, err := strconv.Atoi(fdEnv)
-	if err != nil || fd <= 2 {
-		return fmt.Errorf("bad %s=%q", daemonEnv, fdEnv)
-	}
-	os.Unsetenv(daemonEnv)
+// runDaemon is the daemon's side, re-executed or forked early: it mounts, reports to
+// fd, lets go of every inherited file descriptor and serves until unmounted.
+func runDaemon(opts layers.Options, fd int) error {
 	unix.CloseOnExec(fd)
 	report := os.NewFile(uintptr(fd), "cowfs-report")
 	// Close what the caller let leak to us (file descriptors without close-on-exec)
@@ -115,7 +111,7 @@ func runDaemon(opts layers.Options, fdEnv string) error {
 		return reportAndExit(report, fmt.Errorf("chdir /: %w", err))
 	}
 	reported := false
-	err = serve(opts, func(err error) {
+	err := serve(opts, func(err error) {
 		reported = true
 		if err != nil {
 			_ = reportAndExit(report, err)

@@ -25,12 +25,48 @@ const buildTags = "urfave_cli_no_docs,netgo,osusergo"
 // buildCowfs builds the binary into a temporary directory, with extra go build args.
 func buildCowfs(t *testing.T, args ...string) string {
 	t.Helper()
+	return buildCowfsEnv(t, nil, args...)
+}
+
+// buildCowfsEnv is buildCowfs with extra environment variables for go build.
+func buildCowfsEnv(t *testing.T, env []string, args ...string) string {
+	t.Helper()
 	bin := filepath.Join(t.TempDir(), "cowfs")
 	cmd := exec.Command("go", append(append([]string{"build", "-tags", buildTags, "-o", bin}, args...), ".")...)
+	cmd.Env = append(os.Environ(), env...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin
+}
+
+// daemonBuild is one of the two ways a background mount gets its daemon.
+type daemonBuild struct {
+	name string
+	// env is go build's extra environment.
+	env []string
+	// forked: the daemon is forked before the Go runtime starts (earlyfork.c),
+	// rather than the binary re-executed (daemon_linux.go).
+	forked bool
+}
+
+// daemonBuilds are the default build (cgo: the fork) and one without cgo (the
+// re-execution, what a build on a machine without a C compiler does).
+var daemonBuilds = []daemonBuild{
+	{name: "forked before the Go runtime starts", forked: true},
+	{name: "re-executed when built without cgo", env: []string{"CGO_ENABLED=0"}},
+}
+
+// build builds b's binary, or skips when it needs cgo and go has none here.
+func (b daemonBuild) build(t *testing.T) string {
+	t.Helper()
+	if b.forked {
+		out, err := exec.Command("go", "env", "CGO_ENABLED").Output()
+		if err != nil || strings.TrimSpace(string(out)) != "1" {
+			t.Skipf("go env CGO_ENABLED is %q (%v): no C compiler here, so no fork before the runtime", strings.TrimSpace(string(out)), err)
+		}
+	}
+	return buildCowfsEnv(t, b.env)
 }
 
 // result is what one run of the binary did.
@@ -140,7 +176,12 @@ func skipIfStub(t *testing.T, r result) {
 }
 
 func TestBadInputIsOneLineAndMountsNothing(t *testing.T) {
-	bin := buildCowfs(t)
+	for _, b := range daemonBuilds {
+		t.Run(b.name, func(t *testing.T) { testBadInput(t, b.build(t)) })
+	}
+}
+
+func testBadInput(t *testing.T, bin string) {
 	tests := []struct {
 		name string
 		args func(t *testing.T, d testDirs) []string
@@ -347,7 +388,22 @@ func exited(pid int) bool {
 }
 
 func TestDaemonizedMount(t *testing.T) {
-	bin := buildCowfs(t)
+	for _, b := range daemonBuilds {
+		t.Run(b.name, func(t *testing.T) {
+			bin := b.build(t)
+			t.Run("the fuse-overlayfs form", func(t *testing.T) {
+				testDaemonizedMount(t, bin, b.forked, func(d testDirs) []string { return []string{"-o", d.opts(), d.mnt} })
+			})
+			t.Run("cowfs mount", func(t *testing.T) {
+				testDaemonizedMount(t, bin, b.forked, func(d testDirs) []string {
+					return []string{"mount", "--lower", d.lower, "--upper", d.upper, "--work", d.work, d.mnt}
+				})
+			})
+		})
+	}
+}
+
+func testDaemonizedMount(t *testing.T, bin string, forked bool, args func(testDirs) []string) {
 	d := newTestDirs(t)
 	unmountAtEnd(t, d.mnt)
 
@@ -360,7 +416,7 @@ func TestDaemonizedMount(t *testing.T) {
 	defer leakR.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "-o", d.opts(), d.mnt)
+	cmd := exec.CommandContext(ctx, bin, args(d)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr // pipes, like `cowfs ... | cat`
 	cmd.ExtraFiles = []*os.File{leakW}
@@ -417,6 +473,15 @@ func TestDaemonizedMount(t *testing.T) {
 	if err != nil || sid != pid {
 		t.Errorf("daemon session %d (%v), want its own (%d)", sid, err, pid)
 	}
+	// A re-executed daemon finds its report pipe in its environment, which
+	// /proc/PID/environ shows as it was at exec; a forked one has it from the C side.
+	environ, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "environ"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reexec := bytes.Contains(environ, []byte(daemonEnv+"=")); reexec == forked {
+		t.Errorf("the daemon was re-executed: %v, want %v", reexec, !forked)
+	}
 
 	if out, err := exec.Command("fusermount3", "-u", d.mnt).CombinedOutput(); err != nil {
 		t.Fatalf("fusermount3 -u: %v: %s", err, out)
@@ -432,7 +497,12 @@ func TestDaemonizedMount(t *testing.T) {
 }
 
 func TestDaemonErrorReachesTheParent(t *testing.T) {
-	bin := buildCowfs(t)
+	for _, b := range daemonBuilds {
+		t.Run(b.name, func(t *testing.T) { testDaemonErrorReachesTheParent(t, b.build(t)) })
+	}
+}
+
+func testDaemonErrorReachesTheParent(t *testing.T, bin string) {
 	d := newTestDirs(t)
 	unmountAtEnd(t, d.mnt)
 	// A second mount of the same upper and work dirs: Check cannot tell, the daemon

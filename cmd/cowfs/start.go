@@ -6,10 +6,12 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"syscall"
 
 	"github.com/cowfs/cowfs/fs"
 	"github.com/cowfs/cowfs/layers"
+	"golang.org/x/sys/unix"
 )
 
 // daemonEnv marks the re-executed daemon; its value is the number of the file
@@ -17,23 +19,37 @@ import (
 const daemonEnv = "_COWFS_DAEMON"
 
 // start validates opts on the filesystem and mounts: in this process with -f or
-// -d, in the daemon when this process is it, and otherwise by starting the daemon
-// and waiting for its report. Errors are found before anything is mounted.
+// -d, in the daemon when this process is it (re-executed, or forked by earlyfork.c),
+// and otherwise by starting the daemon and waiting for its report. Errors are found
+// before anything is mounted.
 func start(opts layers.Options) error {
 	opts, err := opts.Abs()
 	if err != nil {
 		return err
 	}
-	if fd, ok := os.LookupEnv(daemonEnv); ok {
+	if fdEnv, ok := os.LookupEnv(daemonEnv); ok {
 		// The parent checked the same options a moment ago (about 1 ms of the
 		// daemon's start, on the path of every mount).
+		os.Unsetenv(daemonEnv)
+		fd, err := strconv.Atoi(fdEnv)
+		if err != nil || fd <= 2 {
+			return fmt.Errorf("bad %s=%q", daemonEnv, fdEnv)
+		}
 		return runDaemon(opts, fd)
 	}
 	if err := opts.Check(); err != nil {
-		return err
+		return err // forked early or not, the error goes to the caller's stderr
 	}
 	if opts.Foreground {
 		return serve(opts, func(error) {})
+	}
+	if fd := earlyReportFD(); fd >= 0 {
+		// earlyfork.c forked this process before the runtime started: it is the
+		// daemon already, and its parent waits for the report.
+		if _, err := unix.Setsid(); err != nil {
+			return fmt.Errorf("setsid: %w", err)
+		}
+		return runDaemon(opts, fd)
 	}
 	return spawnDaemon()
 }
