@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/cowfs/cowfs/fs"
 	"github.com/cowfs/cowfs/layers"
@@ -65,11 +66,26 @@ func serve(opts layers.Options, ready func(error)) error {
 	// filesystem; the daemon's own must not apply a second time.
 	syscall.Umask(0)
 	defer startProfiles()()
-	// No GC cycle while mounting: the few MiB the mount allocates (FUSE buffers, the
-	// lookup cache) would start one that only delays the "ok".
+	// No GC cycle while mounting, nor in the mount's first moments: the few MiB the
+	// mount allocates (FUSE buffers, the lookup cache) are all live and put the heap at
+	// Go's first goal (4 MiB), so the first requests would start a cycle that frees
+	// nothing and takes CPU from the container starting on the mount (mount, `ls` and
+	// umount: 44.5, 45.9, 47.4 and 49.2 ms with it, 41.1, 37.7, 45.1 and 47.7 without;
+	// bench mount-ls-umount, 9 runs each, alternated). A memory limit bounds the heap
+	// meanwhile.
 	gc := debug.SetGCPercent(-1)
+	limit := debug.SetMemoryLimit(-1) // GOMEMLIMIT's, or none
+	debug.SetMemoryLimit(min(limit, gcQuietLimit))
+	restoreGC := func() {
+		debug.SetMemoryLimit(limit)
+		debug.SetGCPercent(gc)
+	}
 	m, err := fs.Mount(opts)
-	debug.SetGCPercent(gc)
+	if err != nil {
+		restoreGC()
+	} else {
+		time.AfterFunc(gcQuietFor, restoreGC)
+	}
 	ready(err)
 	if err != nil {
 		return err
@@ -89,6 +105,13 @@ func serve(opts layers.Options, ready func(error)) error {
 		return nil
 	}
 }
+
+// The mount's first moments without GC (serve): how long, and the heap that starts
+// a cycle anyway.
+const (
+	gcQuietFor   = 200 * time.Millisecond
+	gcQuietLimit = 64 << 20
+)
 
 // errDaemonDied is the parent's error when the daemon exits without a report.
 var errDaemonDied = errors.New("the daemon exited before mounting")
