@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -71,4 +72,98 @@ func TestShellCaptureOfTheMountReturns(t *testing.T) {
 		time.Sleep(2 * time.Millisecond)
 	}
 	t.Logf("the daemon exited %v after fusermount3 -u returned", time.Since(unmounted))
+}
+
+// TestSignalToTheWaitingCommandReachesItsDaemon stops a mount half-way: its mountpoint
+// lies in another cowfs mount whose daemon is stopped (SIGSTOP), so the new daemon's
+// check of the mountpoint waits in the kernel. A SIGTERM sent then to the command (the
+// C parent of earlyfork.c, waiting for the report) ends it at once, as it would end
+// one process, and reaches the daemon, which ends as soon as its wait is over: nothing
+// gets mounted once the other daemon runs again. Only the forked build: without cgo
+// the waiting parent is Go, which exits on SIGTERM and leaves its daemon (in a session
+// of its own) to mount later.
+func TestSignalToTheWaitingCommandReachesItsDaemon(t *testing.T) {
+	bin := daemonBuilds[0].build(t)
+	outer := newTestDirs(t)
+	unmountAtEnd(t, outer.mnt)
+	if r := runCowfs(t, bin, "-o", outer.opts(), outer.mnt); r.code != 0 {
+		skipIfStub(t, r)
+		t.Fatalf("the outer mount: exit %d: %s", r.code, r.stderr)
+	}
+	innerMnt := filepath.Join(outer.mnt, "inner")
+	if err := os.Mkdir(innerMnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	unmountAtEnd(t, innerMnt)
+	outerPid := daemonPid(t, bin, outer.mnt)
+	if err := syscall.Kill(outerPid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	// Cleanups run last first: the daemon runs again before anything is unmounted.
+	t.Cleanup(func() { syscall.Kill(outerPid, syscall.SIGCONT) })
+
+	inner := newTestDirs(t)
+	cmd := exec.Command(bin, "-o", inner.opts(), innerMnt)
+	// A file, not a pipe: Wait would wait for the daemon too, which holds it.
+	errFile, err := os.Create(filepath.Join(t.TempDir(), "stderr"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer errFile.Close()
+	cmd.Stderr = errFile
+	stderr := func() string { b, _ := os.ReadFile(errFile.Name()); return string(b) }
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	// The daemon is the command's only child; the parent passes signals on from
+	// right after the fork, so once the child exists a signal finds it.
+	children := filepath.Join("/proc", strconv.Itoa(cmd.Process.Pid), "task", strconv.Itoa(cmd.Process.Pid), "children")
+	var child int
+	for deadline := time.Now().Add(10 * time.Second); child == 0; {
+		b, _ := os.ReadFile(children)
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			child, _ = strconv.Atoi(f[0])
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("the command started no daemon within 10 s (stderr %q)", stderr())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
+	time.Sleep(300 * time.Millisecond) // the daemon's Go start; it then waits on the stopped mount
+	select {
+	case err := <-done:
+		t.Fatalf("the command ended before the signal: %v: %s", err, stderr())
+	default:
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("the command did not end within 10 s of SIGTERM")
+	}
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGTERM {
+		t.Errorf("the command ended with %v, want killed by SIGTERM", cmd.ProcessState)
+	}
+	if got := stderr(); got != "" {
+		t.Errorf("the command printed %q", got)
+	}
+	if err := syscall.Kill(outerPid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !exited(child); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon (pid %d) still runs 10 s after its wait could end", child)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := mounted(t, innerMnt); got != "" {
+		t.Errorf("%s got mounted (%s) after all", innerMnt, got)
+	}
 }

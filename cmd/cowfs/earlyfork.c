@@ -13,8 +13,9 @@
 // starts Go: it waits for the child's report on a pipe, and exits 0 on "ok\n";
 // on an error line it prints it as the command's error and exits 1; when the child
 // exits without a report (any command the guess below got wrong runs whole in the
-// child) it exits as the child did. Signals meant for the command are passed on to
-// the child while the parent waits, so the pair behaves as one process.
+// child) it exits as the child did. A SIGHUP, SIGINT, SIGQUIT or SIGTERM sent to the
+// waiting command is passed on to the child and then ends the command, as it would
+// end a single process; the child, not mounted yet, ends too (Go's default action).
 //
 // The guess is only an optimization: start.go decides for real, and a child that
 // is not a background mount simply runs its command.
@@ -76,9 +77,15 @@ static int background_mount(int argc, char **argv) {
 	return mount;
 }
 
+// forward passes a signal that would end the command on to the daemon, then lets it
+// end the command: the daemon may be waiting in the kernel (on a FUSE mount that does
+// not answer, say) where its Go handler cannot run yet, and the command must not wait
+// for it (a timeout or a ^C ends it at once, as it would end any process).
 static void forward(int sig) {
 	if (cowfs_child > 0)
 		kill(cowfs_child, sig);
+	signal(sig, SIG_DFL);
+	raise(sig); // delivered, by default, when this handler returns
 }
 
 static void write_all(int fd, const char *p, size_t n) {
@@ -120,7 +127,7 @@ __attribute__((constructor)) static void cowfs_early_fork(int argc, char **argv,
 	sa.sa_handler = forward;
 	sa.sa_flags = SA_RESTART;
 	sigemptyset(&sa.sa_mask);
-	static const int sigs[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2};
+	static const int sigs[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
 		sigaction(sigs[i], &sa, NULL);
 
