@@ -109,15 +109,24 @@ __attribute__((constructor)) static void cowfs_early_fork(int argc, char **argv,
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) != 0)
 		return; // the re-executing path of daemon_linux.go still works
+	// Held back from the fork until the parent passes them on: one arriving in
+	// between would end the parent alone and leave the child to mount.
+	static const int sigs[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+	sigset_t block, old;
+	sigemptyset(&block);
+	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
+		sigaddset(&block, sigs[i]);
+	sigprocmask(SIG_BLOCK, &block, &old);
 	pid_t pid = fork();
-	if (pid < 0) {
-		close(p[0]);
-		close(p[1]);
-		return;
-	}
-	if (pid == 0) {
-		close(p[0]);
-		cowfs_report_fd = p[1];
+	if (pid <= 0) {
+		if (pid < 0) {
+			close(p[0]);
+			close(p[1]);
+		} else {
+			close(p[0]);
+			cowfs_report_fd = p[1];
+		}
+		sigprocmask(SIG_SETMASK, &old, NULL);
 		return;
 	}
 	close(p[1]);
@@ -127,9 +136,9 @@ __attribute__((constructor)) static void cowfs_early_fork(int argc, char **argv,
 	sa.sa_handler = forward;
 	sa.sa_flags = SA_RESTART;
 	sigemptyset(&sa.sa_mask);
-	static const int sigs[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM};
 	for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++)
 		sigaction(sigs[i], &sa, NULL);
+	sigprocmask(SIG_SETMASK, &old, NULL);
 
 	char buf[4096];
 	size_t n = 0;
