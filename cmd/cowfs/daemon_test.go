@@ -85,11 +85,7 @@ func TestShellCaptureOfTheMountReturns(t *testing.T) {
 func TestSignalToTheWaitingCommandReachesItsDaemon(t *testing.T) {
 	bin := daemonBuilds[0].build(t)
 	outer := newTestDirs(t)
-	unmountAtEnd(t, outer.mnt)
-	if r := runCowfs(t, bin, "-o", outer.opts(), outer.mnt); r.code != 0 {
-		skipIfStub(t, r)
-		t.Fatalf("the outer mount: exit %d: %s", r.code, r.stderr)
-	}
+	mountInBackground(t, bin, outer)
 	innerMnt := filepath.Join(outer.mnt, "inner")
 	if err := os.Mkdir(innerMnt, 0o755); err != nil {
 		t.Fatal(err)

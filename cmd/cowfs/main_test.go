@@ -158,6 +158,17 @@ func unmountAtEnd(t *testing.T, dir string) {
 	})
 }
 
+// mountInBackground mounts d with the fuse-overlayfs form, as podman does, and
+// unmounts it at the end of the test.
+func mountInBackground(t *testing.T, bin string, d testDirs) {
+	t.Helper()
+	unmountAtEnd(t, d.mnt)
+	if r := runCowfs(t, bin, "-o", d.opts(), d.mnt); r.code != 0 {
+		skipIfStub(t, r)
+		t.Fatalf("mount %s: exit %d: %s", d.mnt, r.code, r.stderr)
+	}
+}
+
 // mountTmpfs mounts a tmpfs at dir for the test, or skips it when not root.
 func mountTmpfs(t *testing.T, dir string) {
 	t.Helper()
@@ -504,13 +515,9 @@ func TestDaemonErrorReachesTheParent(t *testing.T) {
 
 func testDaemonErrorReachesTheParent(t *testing.T, bin string) {
 	d := newTestDirs(t)
-	unmountAtEnd(t, d.mnt)
 	// A second mount of the same upper and work dirs: Check cannot tell, the daemon
 	// finds the work dir locked when it opens the layers, and the parent must say so.
-	if r := runCowfs(t, bin, "-o", d.opts(), d.mnt); r.code != 0 {
-		skipIfStub(t, r)
-		t.Fatalf("first mount: exit %d: %s", r.code, r.stderr)
-	}
+	mountInBackground(t, bin, d)
 	second := filepath.Join(d.root, "mnt2")
 	if err := os.Mkdir(second, 0o755); err != nil {
 		t.Fatal(err)
