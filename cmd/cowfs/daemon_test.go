@@ -163,3 +163,35 @@ func TestSignalToTheWaitingCommandReachesItsDaemon(t *testing.T) {
 		t.Errorf("%s got mounted (%s) after all", innerMnt, got)
 	}
 }
+
+// TestMountRaisesReadahead checks the readahead a root mount sets on its FUSE
+// connection (fs/passthrough.go raiseReadahead): the kernel's 128 KiB default would
+// cut the sequential reads the 1 MiB max write allows into eight.
+func TestMountRaisesReadahead(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("only a root daemon may write /sys/class/bdi")
+	}
+	bin := buildCowfs(t)
+	d := newTestDirs(t)
+	mountInBackground(t, bin, d)
+	info, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := ""
+	for _, line := range strings.Split(string(info), "\n") {
+		if f := strings.Fields(line); len(f) > 4 && f[4] == d.mnt {
+			dev = f[2] // major:minor, the last mount on d.mnt being the visible one
+		}
+	}
+	if dev == "" {
+		t.Fatalf("%s is not in /proc/self/mountinfo", d.mnt)
+	}
+	got, err := os.ReadFile(filepath.Join("/sys/class/bdi", dev, "read_ahead_kb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(string(got)) != "1024" {
+		t.Errorf("read_ahead_kb of the mount (bdi %s) is %s, want 1024", dev, strings.TrimSpace(string(got)))
+	}
+}
