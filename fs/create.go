@@ -135,8 +135,11 @@ func (n *node) createUpper(ctx context.Context, name string, isDir, setOwner boo
 				return err
 			}
 		} else {
-			if uid, gid, ok := n.ofs.callerOwner(ctx); ok && st.Uid == uint32(uid) && st.Gid == uint32(gid) {
-				return nil // made with the caller's owner (as the group of a set-group-ID parent)
+			// Made in its directory with the caller's owner: the filesystem gave it the
+			// group of a set-group-ID parent already. Not so in the work dir (over a
+			// whiteout), which is not set-group-ID.
+			if uid, gid, ok := n.ofs.callerOwner(ctx); ok && dirfd == up && st.Uid == uint32(uid) && st.Gid == uint32(gid) {
+				return nil
 			}
 			w := owner()
 			if err := unix.Fchownat(dirfd, nm, w.uid, w.gid, unix.AT_SYMLINK_NOFOLLOW); err != nil {

@@ -129,6 +129,20 @@ func TestDiffRegress(t *testing.T) {
 				r.diffStep(dop{kind: dRename, path: "e.txt/b/sub/\xff\xfe", path2: "n\nl", seed: 17})
 			}),
 		}},
+		{behaviourCase: behaviourCase{
+			// Found with metacopy=on; the same without it. Made over the whiteout the
+			// rename left, the symlink is built in the work dir, which is not
+			// set-group-ID: its group must still be the directory's.
+			name:   "differential seed 22000000052: a symlink made over a whiteout in a set-group-ID directory takes the directory's group",
+			lowers: []layer{{"sub/\xff\xfe/sub": file("JKLMNOP").mode(0o600)}, {}},
+			op: ops(func(r *rec) {
+				r.observe()
+				r.diffStep(dop{kind: dRename, path: "sub/\xff\xfe/sub", path2: "sub/a2", seed: 17})
+				r.diffStep(dop{kind: dChown, path: "sub/\xff\xfe", seed: 8, gid: 1001})
+				r.diffStep(dop{kind: dChmod, path: "sub/\xff\xfe", mode: 0o2755, seed: 14})
+				r.diffStep(dop{kind: dSymlink, path: "sub/\xff\xfe/sub", path2: ".h", seed: 23})
+			}),
+		}},
 	}
 	var run []behaviourCase
 	for _, c := range cases {
