@@ -26,7 +26,7 @@ const (
 // copyUp brings n into the upper layer (parents first) unless it is there already, data
 // included: a metacopy file gets its data. noData skips the file data (the caller is
 // about to truncate it to zero). Concurrent callers cause one copy-up: the second waits
-// on copyMu and finds the work done.
+// on the copy-up lock (lockCopy) and finds the work done.
 func (n *node) copyUp(noData bool) syscall.Errno {
 	kind := copyAll
 	if noData {
@@ -62,7 +62,7 @@ func (n *node) copyUpNotify(kind copyKind, notifyNow bool) syscall.Errno {
 		return 0
 	}
 	// Parents first, through the nodes, so every ancestor node learns it is upper now.
-	// Taken before our own copyMu: the lock order is parent before child.
+	// Taken before our own copy-up lock: the lock order is parent before child.
 	p := n.parentNode()
 	if p == nil {
 		return syscall.ENOENT
@@ -70,8 +70,7 @@ func (n *node) copyUpNotify(kind copyKind, notifyNow bool) syscall.Errno {
 	if errno := p.copyUp(false); errno != 0 {
 		return errno
 	}
-	n.copyMu.Lock()
-	defer n.copyMu.Unlock()
+	defer n.ofs.lockCopy(n)()
 	if n.upToDate(kind) {
 		return 0
 	}
@@ -149,6 +148,29 @@ func (n *node) copyUpNotify(kind copyKind, notifyNow bool) syscall.Errno {
 	}
 	p.changed()
 	return 0
+}
+
+// lockCopy serialises the copy-ups of n, and returns the function that ends n's. A
+// copy-up is rare next to the nodes a walk makes, so the lock is an entry in a map for
+// its duration rather than a mutex in every node.
+func (o *overlayFS) lockCopy(n *node) (unlock func()) {
+	for {
+		o.copyingMu.Lock()
+		busy, ok := o.copying[n]
+		if !ok {
+			done := make(chan struct{})
+			o.copying[n] = done
+			o.copyingMu.Unlock()
+			return func() {
+				o.copyingMu.Lock()
+				delete(o.copying, n)
+				o.copyingMu.Unlock()
+				close(done)
+			}
+		}
+		o.copyingMu.Unlock()
+		<-busy
+	}
 }
 
 // upperDir copies directory node n up if needed and returns an fd of its upper copy

@@ -151,7 +151,7 @@ func (n *node) upperFD() (int, string, func(), syscall.Errno) {
 		return -1, "", nil, toErrno(err)
 	}
 	d := newDirFD(fd, epoch, 2)
-	if keep && o.dirEpoch.Load() == epoch && n.upDir.CompareAndSwap(nil, d) {
+	if keep && o.dirEpoch.Load() == epoch && n.ds.upDir.CompareAndSwap(nil, d) {
 		if old := o.dirRing.add(n); old != nil && old != n {
 			o.dirRing.drop(old)
 		}
@@ -164,7 +164,10 @@ func (n *node) upperFD() (int, string, func(), syscall.Errno) {
 // lendUpper lends n's kept upper fd, if it keeps one of the current epoch (a stale one
 // is let go), with the function to call when done.
 func (n *node) lendUpper() (int, func(), bool) {
-	d := n.upDir.Load()
+	if n.ds == nil {
+		return -1, nil, false
+	}
+	d := n.ds.upDir.Load()
 	if d == nil {
 		return -1, nil, false
 	}
@@ -177,13 +180,16 @@ func (n *node) lendUpper() (int, func(), bool) {
 
 // dropUpperFD lets go of the node's kept fd d (nil: whatever it keeps).
 func (n *node) dropUpperFD(d *dirFD) {
+	if n.ds == nil {
+		return
+	}
 	if d == nil {
-		d = n.upDir.Load()
+		d = n.ds.upDir.Load()
 		if d == nil {
 			return
 		}
 	}
-	if n.upDir.CompareAndSwap(d, nil) {
+	if n.ds.upDir.CompareAndSwap(d, nil) {
 		d.release()
 	}
 }

@@ -60,7 +60,7 @@ func TestUpperDirFdIsKeptUntilADirectoryChanges(t *testing.T) {
 				t.Fatalf("upperFD = %d, %q, %v", fd1, rel, errno)
 			}
 			release()
-			kept := o.root.upDir.Load()
+			kept := o.root.ds.upDir.Load()
 			if kept == nil || kept.fd != fd1 || !fdOpen(fd1) {
 				t.Fatal("the first fd was not kept")
 			}
@@ -70,7 +70,7 @@ func TestUpperDirFdIsKeptUntilADirectoryChanges(t *testing.T) {
 				t.Fatal(errno)
 			}
 			defer release2()
-			if got := o.root.upDir.Load() == kept; got != tc.reused {
+			if got := o.root.ds.upDir.Load() == kept; got != tc.reused {
 				t.Errorf("the second request was lent the first fd: %v, want %v", got, tc.reused)
 			}
 			if closed := kept.refs.Load() == 0; closed == tc.reused {
@@ -88,7 +88,7 @@ func TestUpperDirFdOpenedDuringADirectoryChangeIsNotKept(t *testing.T) {
 	if errno != 0 {
 		t.Fatal(errno)
 	}
-	if o.root.upDir.Load() != nil {
+	if o.root.ds.upDir.Load() != nil {
 		t.Error("an fd opened during a directory change was kept")
 	}
 	release()
@@ -119,7 +119,7 @@ func TestUpperDirFdOutlivesItsNodeWhileLent(t *testing.T) {
 func TestDirRingLetsTheOldestGo(t *testing.T) {
 	o := newTestOverlay(t)
 	o.dirRing = newDirRing(2, func(n *node) { n.dropUpperFD(nil) })
-	nodes := []*node{{ofs: o}, {ofs: o}, {ofs: o}}
+	nodes := []*node{{ofs: o, ds: o.newDirState()}, {ofs: o, ds: o.newDirState()}, {ofs: o, ds: o.newDirState()}}
 	var fds []*dirFD
 	for _, n := range nodes {
 		fd, err := unix.Open(".", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
@@ -127,17 +127,17 @@ func TestDirRingLetsTheOldestGo(t *testing.T) {
 			t.Fatal(err)
 		}
 		d := newDirFD(fd, 0, 1)
-		n.upDir.Store(d)
+		n.ds.upDir.Store(d)
 		fds = append(fds, d)
 		if old := o.dirRing.add(n); old != nil {
 			old.dropUpperFD(nil)
 		}
 	}
-	if nodes[0].upDir.Load() != nil || fdOpen(fds[0].fd) {
+	if nodes[0].ds.upDir.Load() != nil || fdOpen(fds[0].fd) {
 		t.Error("the oldest node still keeps its fd")
 	}
 	for i := 1; i < 3; i++ {
-		if nodes[i].upDir.Load() == nil || !fdOpen(fds[i].fd) {
+		if nodes[i].ds.upDir.Load() == nil || !fdOpen(fds[i].fd) {
 			t.Errorf("node %d lost its fd", i)
 		}
 	}

@@ -201,7 +201,7 @@ const (
 func (n *node) admit(h *handle) int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.layers[len(n.layers)-1] != h.layer { // dataLayer: the last for a file
+	if ls := *n.layers; ls[len(ls)-1] != h.layer { // dataLayer: the last for a file
 		return admitMoved
 	}
 	lower := h.layer != layers.Upper && n.ofs.stack.Writable

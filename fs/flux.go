@@ -41,7 +41,7 @@ type fluxRec struct{ dirs []*node }
 // after go-fuse has moved its nodes.
 func (o *overlayFS) startFlux(ctx context.Context, dirs ...*node) (end func(failed bool)) {
 	for _, d := range dirs {
-		d.flux.Add(fluxStart)
+		d.ds.flux.Add(fluxStart)
 	}
 	return func(failed bool) {
 		key := ctx.Done()
@@ -65,7 +65,7 @@ func (o *overlayFS) endFlux(cancel <-chan struct{}) {
 
 func endDirs(dirs []*node) {
 	for _, d := range dirs {
-		d.flux.Add(fluxEnd)
+		d.ds.flux.Add(fluxEnd)
 	}
 }
 
@@ -84,10 +84,10 @@ func settle[T any](n *node, try func() (T, syscall.Errno), undo func(T)) (T, sys
 		if p == nil {
 			return try()
 		}
-		before := p.flux.Load()
+		before := p.ds.flux.Load()
 		if before&fluxBusy == 0 {
 			v, errno = try()
-			if p.flux.Load() == before {
+			if p.ds.flux.Load() == before {
 				return v, errno
 			}
 			if errno == 0 {

@@ -26,7 +26,7 @@ func TestFluxBookkeeping(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			o := &overlayFS{}
-			a, b := &node{ofs: o}, &node{ofs: o}
+			a, b := &node{ofs: o, ds: o.newDirState()}, &node{ofs: o, ds: o.newDirState()}
 			ctx := context.Background()
 			cancel := make(chan struct{})
 			if c.request {
@@ -34,24 +34,24 @@ func TestFluxBookkeeping(t *testing.T) {
 			}
 			end := o.startFlux(ctx, a, b)
 			for _, d := range []*node{a, b} {
-				if d.flux.Load()&fluxBusy != 1 {
-					t.Fatalf("flux %#x after the start: not in progress", d.flux.Load())
+				if d.ds.flux.Load()&fluxBusy != 1 {
+					t.Fatalf("flux %#x after the start: not in progress", d.ds.flux.Load())
 				}
 			}
-			seq := a.flux.Load()
+			seq := a.ds.flux.Load()
 			end(c.failed)
-			if got := a.flux.Load()&fluxBusy != 0; got != c.busyAfter {
+			if got := a.ds.flux.Load()&fluxBusy != 0; got != c.busyAfter {
 				t.Errorf("in progress after the handler: %v, want %v", got, c.busyAfter)
 			}
 			for i := 0; i < c.rawFSCalls; i++ {
 				o.endFlux(cancel)
 			}
 			for _, d := range []*node{a, b} {
-				if v := d.flux.Load(); v&fluxBusy != 0 || v>>8 != 2 {
+				if v := d.ds.flux.Load(); v&fluxBusy != 0 || v>>8 != 2 {
 					t.Errorf("flux %#x at the end: want nothing in progress and sequence 2", v)
 				}
 			}
-			if c.busyAfter && seq == a.flux.Load() {
+			if c.busyAfter && seq == a.ds.flux.Load() {
 				t.Error("the end did not move the sequence")
 			}
 		})

@@ -41,8 +41,17 @@ type overlayFS struct {
 	cp    *copyup.Copier // nil when read-only
 	reap  *reaper        // nil when read-only (reap.go)
 	root  *node
-	// nextID numbers directories for the lookup cache.
-	nextID atomic.Uint64
+	// anonFds holds, for each node of an unnamed O_TMPFILE file (node.anon), an fd of
+	// it (int), so it can be linked into place.
+	anonFds sync.Map
+	// copying holds the nodes being copied up, each with a channel closed when its
+	// copy-up ends (lockCopy); guarded by copyingMu.
+	copyingMu sync.Mutex
+	copying   map[*node]chan struct{}
+	// lists interns the nodes' layer lists (intern.go).
+	lists *layerLists
+	// nextGen numbers the generations of directories (dirState.gen).
+	nextGen atomic.Uint64
 	// listings are the directory snapshots readers are in the middle of.
 	listings listings
 	// walks tells, per process, whether its listings carry the files' attributes
@@ -271,11 +280,13 @@ func newOverlayFS(stack *layers.Stack) (*overlayFS, error) {
 		ofs.cp = copyup.New(stack)
 		ofs.reap = newReaper(stack.Work)
 	}
+	ofs.lists = newLayerLists(len(stack.Layers))
+	ofs.copying = make(map[*node]chan struct{})
 	all := make([]int, len(stack.Layers))
 	for i := range all {
 		all[i] = i
 	}
-	ofs.root = &node{ofs: ofs, layers: all, id: ofs.nextID.Add(1)}
+	ofs.root = &node{ofs: ofs, layers: ofs.internLayers(all), ds: ofs.newDirState()}
 	return ofs, nil
 }
 

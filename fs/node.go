@@ -2,6 +2,7 @@ package fs
 
 import (
 	"context"
+	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -19,42 +20,35 @@ import (
 // node is one object of the merged tree. Its path relative to the layer roots is derived
 // from the go-fuse tree (parent, name), never stored.
 //
-// Lock order: a node's copyMu before any node's mu; a parent's copyMu before a child's
-// (copy-up brings parents up first). go-fuse's own tree locks are never held while a
-// node lock is taken here.
+// Lock order: a node's copy-up lock (lockCopy) before any node's mu; a parent's copy-up
+// lock before a child's (copy-up brings parents up first). go-fuse's own tree locks are
+// never held while a node lock is taken here.
+//
+// The daemon keeps a node for every name the kernel knows, so its size is most of the
+// daemon's memory after a walk: fields only directories need are in dirState, those
+// that rarely have a value are in maps of overlayFS (lockCopy, anonFds), and the layer
+// lists are shared (internLayers). TestNodeSize keeps it in the 256-byte class.
 type node struct {
 	gofs.Inode
 	ofs *overlayFS
 
-	// id names the directory in the lookup cache; gen is its generation, bumped after
-	// every change of a name in it (atomic, no lock).
-	id  uint64
-	gen atomic.Uint64
-
-	// mu guards layers, xattrs and last.
+	// mu guards layers, xattrs, last and the small fields below.
 	mu sync.Mutex
-	// last is the attributes last reported (ino 0: none yet): what fstat shows once the
-	// name is gone and no open file of ours can answer (a fifo or a device is opened by
-	// the kernel alone).
+	// last is the attributes last reported (see shortStat.valid): what fstat shows once
+	// the name is gone and no open file of ours can answer (a fifo or a device is opened
+	// by the kernel alone).
 	last shortStat
 	// layers are the layers holding the object, topmost first (see lookup.Entry.Layers).
-	// The slice is replaced, never changed in place.
-	layers []int
+	// Interned (internLayers): replaced, never changed in place.
+	layers *[]int
 	// xattrs caches the topmost copy's attributes (nil: not loaded). Only the daemon
 	// changes the layers, so it stays right until the daemon sets or removes one or
 	// copies the object up; FUSE does not cache xattrs, and `ls -l` asks for two a file.
 	xattrs map[string][]byte
+	// ds is a directory's state (nil for anything else); set before the node is
+	// published, never changed.
+	ds *dirState
 
-	// copyMu serialises copy-up of this object; held for the whole copy.
-	copyMu sync.Mutex
-
-	// The small fields, packed (the node stays in the 320-byte allocation class).
-	// flux counts the name changes in a directory (flux.go; atomic, no lock). The others
-	// are guarded by mu:
-	flux atomic.Uint32
-	// anonFd is, while anon, an fd of the file made with O_TMPFILE, so it can be
-	// linked into place.
-	anonFd int32
 	// xattrGen counts the drops of xattrs, so a read that raced with a change is not kept.
 	xattrGen uint32
 	// cachedOpen counts the open files of this node that are not passed through (see
@@ -63,7 +57,8 @@ type node struct {
 	// opens counts all its open files (admitted handles not yet released): an UNLINK
 	// defers the unlink only of a file with none (reap.go).
 	opens int32
-	// anon marks a file made with O_TMPFILE that has no name yet.
+	// anon marks a file made with O_TMPFILE that has no name yet; its fd, so it can be
+	// linked into place, is in overlayFS.anonFds.
 	anon bool
 	// lowerBacked: a lower file was passed through for this node, so its upper copy is
 	// opened through a new node (admit in file.go).
@@ -78,15 +73,39 @@ type node struct {
 	// listing moves the atime, hence the fstat after each), so they answer a GETATTR
 	// without a stat (freshDirAttr); a change of layers clears it.
 	freshDir bool
+}
 
-	// upDir is a directory's upper copy's fd, once kept (dirfd.go; atomic, no lock).
+// dirState is what only a directory node has. All atomic, no lock.
+type dirState struct {
+	// gen names the directory's current generation in the lookup cache and the
+	// listings: a number of the mount's sequence (overlayFS.nextGen), never given to
+	// another directory or generation, replaced after every change of a name in it.
+	gen atomic.Uint64
+	// flux counts the name changes in the directory (flux.go).
+	flux atomic.Uint32
+	// upDir is the upper copy's fd, once kept (dirfd.go).
 	upDir atomic.Pointer[dirFD]
+}
+
+// newDirState starts a directory's state at a new generation.
+func (o *overlayFS) newDirState() *dirState {
+	d := new(dirState)
+	d.gen.Store(o.nextGen.Add(1))
+	return d
+}
+
+// gen is directory n's generation (0 for anything else).
+func (n *node) gen() uint64 {
+	if n.ds == nil {
+		return 0
+	}
+	return n.ds.gen.Load()
 }
 
 func (n *node) getLayers() []int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.layers
+	return *n.layers
 }
 
 func (n *node) top() int { return n.getLayers()[0] }
@@ -115,8 +134,8 @@ func (n *node) dataLayer() int {
 func (n *node) merge(ls []int) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.layers == nil || ls[0] < n.layers[0] {
-		n.layers = ls
+	if n.layers == nil || ls[0] < (*n.layers)[0] {
+		n.layers = n.ofs.internLayers(ls)
 		n.xattrs = nil
 		n.xattrGen++
 		n.freshDir = false
@@ -124,8 +143,9 @@ func (n *node) merge(ls []int) {
 }
 
 func (n *node) setLayers(ls []int) {
+	il := n.ofs.internLayers(ls)
 	n.mu.Lock()
-	n.layers = ls
+	n.layers = il
 	n.xattrs = nil
 	n.xattrGen++
 	n.freshDir = false
@@ -183,11 +203,17 @@ func (n *node) parentNode() *node {
 }
 
 func (n *node) dir(rel string) lookup.Dir {
-	return lookup.Dir{ID: n.id, Gen: n.gen.Load(), Rel: rel, Layers: n.getLayers()}
+	return lookup.Dir{Gen: n.gen(), Rel: rel, Layers: n.getLayers()}
 }
 
-// changed records that a name in directory n changed (after the change is on disk).
-func (n *node) changed() { n.gen.Add(1) }
+// changed records that a name in directory n changed (after the change is on disk): a
+// new generation. Concurrent changes may store their numbers in either order; what
+// matters is that a generation, once replaced, never comes back.
+func (n *node) changed() {
+	if n.ds != nil {
+		n.ds.gen.Store(n.ofs.nextGen.Add(1))
+	}
+}
 
 // stat reads the attributes of the object in its topmost layer, and keeps them.
 func (n *node) stat(rel string) (unix.Stat_t, syscall.Errno) {
@@ -216,34 +242,62 @@ func (n *node) look(rel string) (unix.Stat_t, syscall.Errno) {
 }
 
 // shortStat keeps the fields of a unix.Stat_t that the kernel is shown (those that
-// fuse.Attr.FromStat reads, at the widths it stores them): 88 bytes rather than 144,
-// in every node (the kernel keeps a node for each name it looked up, 49,411 after
-// walking the benchmark's tree, and the node goes from the 384- to the 320-byte
-// allocation class).
+// fuse.Attr.FromStat reads, at the widths it stores them), in 72 bytes rather than 144:
+// it is in every node. Times are kept as nanoseconds since the epoch, which covers the
+// years 1678 to 2262; attributes with a time outside them are not kept (set reports
+// false), and a node then does without (the callers of lastAttr and freshDirAttr stat
+// the object or give up as when nothing was reported yet).
 type shortStat struct {
-	ino, size, blocks         uint64
-	atime, mtime, ctime       int64
-	atimeNs, mtimeNs, ctimeNs uint32
-	mode, nlink, uid, gid     uint32
-	rdev, blksize             uint32
+	ino, size, blocks   uint64
+	atime, mtime, ctime int64 // nanoseconds since the epoch
+	mode, nlink         uint32
+	uid, gid            uint32
+	rdev, blksize       uint32
 }
 
-func (s *shortStat) set(st *unix.Stat_t) {
+// valid reports whether s holds attributes (an object's number is never 0).
+func (s *shortStat) valid() bool { return s.ino != 0 }
+
+// set keeps st, or clears s and reports false when a time does not fit.
+func (s *shortStat) set(st *unix.Stat_t) bool {
+	a, okA := nsOf(st.Atim)
+	m, okM := nsOf(st.Mtim)
+	c, okC := nsOf(st.Ctim)
+	if !okA || !okM || !okC {
+		*s = shortStat{}
+		return false
+	}
 	*s = shortStat{
 		ino: st.Ino, size: uint64(st.Size), blocks: uint64(st.Blocks),
-		atime: st.Atim.Sec, mtime: st.Mtim.Sec, ctime: st.Ctim.Sec,
-		atimeNs: uint32(st.Atim.Nsec), mtimeNs: uint32(st.Mtim.Nsec), ctimeNs: uint32(st.Ctim.Nsec),
+		atime: a, mtime: m, ctime: c,
 		mode: st.Mode, nlink: uint32(st.Nlink), uid: st.Uid, gid: st.Gid,
 		rdev: uint32(st.Rdev), blksize: uint32(st.Blksize),
 	}
+	return true
+}
+
+// nsOf is t in nanoseconds since the epoch, if that fits in an int64.
+func nsOf(t unix.Timespec) (int64, bool) {
+	const limit = math.MaxInt64 / 1_000_000_000 // whole seconds that fit, either way
+	if t.Sec >= limit || t.Sec <= -limit || t.Nsec < 0 || t.Nsec >= 1e9 {
+		return 0, false
+	}
+	return t.Sec*1e9 + t.Nsec, true
+}
+
+// timespecOf is the inverse of nsOf.
+func timespecOf(ns int64) unix.Timespec {
+	sec, nsec := ns/1e9, ns%1e9
+	if nsec < 0 {
+		sec, nsec = sec-1, nsec+1e9
+	}
+	return unix.Timespec{Sec: sec, Nsec: nsec}
 }
 
 func (s *shortStat) stat() unix.Stat_t {
 	return unix.Stat_t{
 		Ino: s.ino, Size: int64(s.size), Blocks: int64(s.blocks),
-		Atim: unix.Timespec{Sec: s.atime, Nsec: int64(s.atimeNs)},
-		Mtim: unix.Timespec{Sec: s.mtime, Nsec: int64(s.mtimeNs)},
-		Ctim: unix.Timespec{Sec: s.ctime, Nsec: int64(s.ctimeNs)},
+		Atim: timespecOf(s.atime), Mtim: timespecOf(s.mtime), Ctim: timespecOf(s.ctime),
 		Mode: s.mode, Nlink: uint64(s.nlink), Uid: s.uid, Gid: s.gid,
 		Rdev: uint64(s.rdev), Blksize: int64(s.blksize),
 	}
@@ -260,8 +314,7 @@ func (n *node) remember(st *unix.Stat_t) {
 func (n *node) listed(st *unix.Stat_t, ls []int) {
 	n.ofs.fixAttr(st, ls)
 	n.mu.Lock()
-	if slices.Equal(n.layers, ls) {
-		n.last.set(st)
+	if slices.Equal(*n.layers, ls) && n.last.set(st) {
 		n.freshDir = true
 	}
 	n.mu.Unlock()
@@ -271,7 +324,7 @@ func (n *node) listed(st *unix.Stat_t, ls []int) {
 func (n *node) freshDirAttr() (unix.Stat_t, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if !n.freshDir || !n.ofs.stack.Lower(n.layers[0]) {
+	if !n.freshDir || !n.ofs.stack.Lower((*n.layers)[0]) {
 		return unix.Stat_t{}, false
 	}
 	return n.last.stat(), true
@@ -297,7 +350,7 @@ func (n *node) unlinked() {
 func (n *node) lastAttr() (unix.Stat_t, bool) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.last.stat(), n.last.ino != 0
+	return n.last.stat(), n.last.valid()
 }
 
 // statIn lstat()s n's copy in layer li (rel is n's path).
@@ -356,9 +409,9 @@ func (o *overlayFS) metacopyBlocks(st *unix.Stat_t, ls []int, rel string) {
 
 // newChild makes (or finds) the node for a looked-up entry.
 func (n *node) newChild(ctx context.Context, e lookup.Entry) *gofs.Inode {
-	child := &node{ofs: n.ofs, layers: e.Layers}
+	child := &node{ofs: n.ofs, layers: n.ofs.internLayers(e.Layers)}
 	if e.Mode == unix.S_IFDIR {
-		child.id = n.ofs.nextID.Add(1)
+		child.ds = n.ofs.newDirState()
 	} else {
 		e.Gen = n.ofs.regenOf(e.Ino, e.Gen)
 	}

@@ -215,7 +215,7 @@ func (d *dirHandle) load() syscall.Errno {
 	if d.l != nil {
 		return 0
 	}
-	gen := d.n.gen.Load()
+	gen := d.n.gen()
 	if l := d.n.ofs.listings.find(d.n, gen); l != nil {
 		d.l = l
 		return 0

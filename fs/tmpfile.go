@@ -53,7 +53,8 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 		return nil, nil, 0, toErrno(err)
 	}
 	n.ofs.fillEntry(out, &st)
-	child := &node{ofs: n.ofs, layers: []int{layers.Upper}, anon: true, anonFd: int32(anon)}
+	child := &node{ofs: n.ofs, layers: n.ofs.internLayers([]int{layers.Upper}), anon: true}
+	n.ofs.anonFds.Store(child, anon)
 	in := n.NewInode(ctx, child, gofs.StableAttr{Mode: unix.S_IFREG, Ino: lookup.MapIno(n.ofs.stack, layers.Upper, st.Ino)})
 	h := &handle{n: in.Operations().(*node), fd: fd, layer: layers.Upper, flags: f}
 	h.n.admit(h)
@@ -64,10 +65,14 @@ func (n *node) Tmpfile(ctx context.Context, flags uint32, mode uint32, out *fuse
 // O_TMPFILE file, by its /proc fd path (which linkat follows with AT_SYMLINK_FOLLOW).
 func (t *node) linkSource() (dirfd int, name string, flags int, done func(), errno syscall.Errno) {
 	t.mu.Lock()
-	anon, anonFd := t.anon, t.anonFd
+	anon := t.anon
+	var anonFd any
+	if anon {
+		anonFd, anon = t.ofs.anonFds.Load(t)
+	}
 	t.mu.Unlock()
 	if anon {
-		return unix.AT_FDCWD, sysx.ProcPath(int(anonFd), ""), unix.AT_SYMLINK_FOLLOW, func() {}, 0
+		return unix.AT_FDCWD, sysx.ProcPath(anonFd.(int), ""), unix.AT_SYMLINK_FOLLOW, func() {}, 0
 	}
 	rel, errno := t.rel()
 	if errno != 0 {
@@ -85,7 +90,9 @@ func (t *node) named() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.anon {
-		unix.Close(int(t.anonFd))
+		if fd, ok := t.ofs.anonFds.LoadAndDelete(t); ok {
+			unix.Close(fd.(int))
+		}
 		t.anon = false
 	}
 }

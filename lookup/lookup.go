@@ -47,7 +47,9 @@ type Entry struct {
 // Dir is the parent directory of a lookup.
 type Dir struct {
 	// ID and Gen identify the directory and its current generation for the cache; Gen must
-	// be bumped after every change of a name in the directory.
+	// change after every change of a name in the directory, to a value the directory
+	// never had. A caller that never gives two directories the same Gen (fs numbers
+	// all generations from one sequence) may leave ID 0.
 	ID, Gen uint64
 	// Rel is the directory's path relative to every layer root ("" for the root).
 	Rel string
