@@ -32,7 +32,7 @@ type node struct {
 	gofs.Inode
 	ofs *overlayFS
 
-	// mu guards layers, xattrs, last and the small fields below.
+	// mu guards layers, xattrs, last and the fields from xattrGen to freshDir.
 	mu sync.Mutex
 	// last is the attributes last reported (see shortStat.valid): what fstat shows once
 	// the name is gone and no open file of ours can answer (a fifo or a device is opened
