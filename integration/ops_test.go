@@ -34,6 +34,48 @@ func TestOperations(t *testing.T) {
 			want: []string{"O_EXCL on lower a: EEXIST"},
 		},
 		{
+			name:   "an O_TMPFILE file made in a lower directory, written and linked into place",
+			lowers: []layer{base},
+			op: ops(func(r *rec) {
+				fd, err := unix.Open(r.p("d"), unix.O_TMPFILE|unix.O_RDWR, 0o640)
+				r.errno("open d O_TMPFILE", err)
+				if err != nil {
+					return
+				}
+				defer unix.Close(fd)
+				_, err = unix.Pwrite(fd, []byte("made unnamed"), 0)
+				r.errno("pwrite", err)
+				r.fstat(fd)
+				proc := fmt.Sprintf("/proc/self/fd/%d", fd)
+				r.errno("link it as d/new", unix.Linkat(unix.AT_FDCWD, proc, unix.AT_FDCWD, r.p("d/new"), unix.AT_SYMLINK_FOLLOW))
+				r.errno("link it again as d/x", unix.Linkat(unix.AT_FDCWD, proc, unix.AT_FDCWD, r.p("d/x"), unix.AT_SYMLINK_FOLLOW))
+				_, err = unix.Pwrite(fd, []byte("!"), 12)
+				r.errno("pwrite after the link", err)
+				r.read("d/new")
+				r.stat("d/new")
+				r.fstat(fd)
+			}),
+			want: []string{"link it again as d/x: EEXIST"},
+		},
+		{
+			name:   "an O_TMPFILE file closed without a name leaves nothing",
+			lowers: []layer{base},
+			op: ops(func(r *rec) {
+				fd, err := unix.Open(r.p("d"), unix.O_TMPFILE|unix.O_WRONLY, 0o600)
+				r.errno("open d O_TMPFILE", err)
+				if err == nil {
+					_, err = unix.Write(fd, []byte("gone"))
+					r.errno("write", err)
+					unix.Close(fd)
+				}
+				names, err := os.ReadDir(r.p("d"))
+				r.errno("readdir d", err)
+				for _, e := range names {
+					r.val("d holds", e.Name())
+				}
+			}),
+		},
+		{
 			name:   "open with O_TRUNC on a lower file empties the copy",
 			lowers: []layer{base},
 			op: ops(func(r *rec) {
