@@ -4,6 +4,7 @@
 package fs
 
 import (
+	"bytes"
 	"fmt"
 	"log"
 	"os"
@@ -70,6 +71,9 @@ type overlayFS struct {
 	// xattrsAsked is when the kernel last made the daemon read an object's attributes
 	// (Unix nanoseconds; see preloadXattrs).
 	xattrsAsked atomic.Int64
+	// selinuxUnsupported: a getxattr of security.selinux on an object without one is
+	// EOPNOTSUPP, not ENODATA (set before the mount, then only read; see Getxattr).
+	selinuxUnsupported bool
 	// passthrough: backing files may be registered (set once the probe after the mount
 	// succeeded; until then files go through the daemon).
 	passthrough atomic.Bool
@@ -114,6 +118,7 @@ func Mount(opts layers.Options) (*Mounted, error) {
 		stack.Close()
 		return nil, err
 	}
+	ofs.selinuxUnsupported = !opts.SELinuxENODATA && !selinuxEnabled()
 	// The root shows the number of its topmost lower copy, like every merged directory.
 	rootLayer := 0
 	if stack.Writable && len(stack.Layers) > 1 {
@@ -143,8 +148,7 @@ func Mount(opts layers.Options) (*Mounted, error) {
 		// getxattr: `ls -l` reads system.posix_acl_access and security.selinux of
 		// every entry, and only the second reaches the daemon once the entry is
 		// known (64,000 of the 76,500 requests of a second `ls -lR` of the bench
-		// tree, one an entry: 991 for the 991 entries of a second `ls -l` of its
-		// usr/bin, Linux 6.18).
+		// tree, Linux 6.18, until Getxattr answered EOPNOTSUPP for a missing label).
 		EnableAcl: !opts.NoACL,
 		Debug:     opts.Debug,
 		Options:   []string{"default_permissions"},
@@ -233,10 +237,26 @@ func Mount(opts layers.Options) (*Mounted, error) {
 	return m, nil
 }
 
-// selinuxEnabled reports whether the kernel runs SELinux (its filesystem is mounted).
+// selinuxEnabled reports whether the kernel runs SELinux: it registers selinuxfs only
+// then, and /proc/filesystems is the same in every namespace (a container may not have
+// /sys/fs/selinux mounted); where /proc is not readable, a mounted selinuxfs says so.
 func selinuxEnabled() bool {
+	if b, err := os.ReadFile("/proc/filesystems"); err == nil {
+		return selinuxfsListed(b)
+	}
 	_, err := os.Stat("/sys/fs/selinux/enforce")
 	return err == nil
+}
+
+// selinuxfsListed reports whether a /proc/filesystems text lists selinuxfs.
+func selinuxfsListed(b []byte) bool {
+	for line := range bytes.Lines(b) {
+		f := bytes.Fields(line)
+		if len(f) > 0 && string(f[len(f)-1]) == "selinuxfs" {
+			return true
+		}
+	}
+	return false
 }
 
 // mount is go-fuse's fs.Mount without its last step. fuse.NewServer returns once the

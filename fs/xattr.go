@@ -124,8 +124,17 @@ func (n *node) dropXattrs() {
 	n.mu.Unlock()
 }
 
+// selinuxXattr is SELinux's label. The kernel sends a getxattr of it to the daemon only
+// where no security module answers for it, that is where SELinux does not run.
+const selinuxXattr = "security.selinux"
+
 // Getxattr reads an attribute of the topmost copy. Overlay markers are not attributes
 // of the merged object: a user's name in a marker namespace is stored escaped.
+//
+// An object without an SELinux label answers EOPNOTSUPP where SELinux does not run
+// (unless selinux_enodata): `ls -l` reads every file's label, which FUSE does not
+// cache, and stops asking for a filesystem that answers EOPNOTSUPP (coreutils caches
+// it by device). A label a layer stores still reads back.
 func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, syscall.Errno) {
 	x, errno := n.loadXattrs()
 	if errno != 0 {
@@ -133,6 +142,9 @@ func (n *node) Getxattr(ctx context.Context, attr string, dest []byte) (uint32, 
 	}
 	v, ok := x[whiteout.StoredXattr(attr)]
 	if !ok {
+		if attr == selinuxXattr && n.ofs.selinuxUnsupported {
+			return 0, syscall.EOPNOTSUPP
+		}
 		return 0, syscall.ENODATA
 	}
 	if len(dest) < len(v) {

@@ -110,6 +110,53 @@ func TestMountOptions(t *testing.T) {
 			}
 		}
 	})
+	t.Run("a missing SELinux label is EOPNOTSUPP where SELinux does not run, so ls -l asks once; selinux_enodata keeps ENODATA", func(t *testing.T) {
+		if selinuxRuns(t) {
+			t.Skip("SELinux runs on this kernel: it answers for security.selinux itself, and cowfs keeps ENODATA")
+		}
+		requireTools(t, "strace", "ls")
+		const label, value = "security.selinux", "system_u:object_r:etc_t:s0"
+		labeled := layer{"labeled": file("l").xattr(label, value)}
+		for i := range 20 {
+			labeled[fmt.Sprintf("f%02d", i)] = file("x")
+		}
+		for _, c := range []struct {
+			extra   string
+			missing error
+			lsAsks  int // the directory named, then its 21 entries
+		}{
+			{"", unix.EOPNOTSUPP, 1},
+			{"selinux_enodata", unix.ENODATA, 22},
+		} {
+			m := newTestMountOpts(t, fuseKind, mountOpts{extra: c.extra}, labeled, layer{})
+			if v, err := getxattr(join(m.dir, "labeled"), label); err != nil || v != value {
+				t.Errorf("%q: the lower file's label reads %q, %v; want %q", c.extra, v, err, value)
+			}
+			if _, err := getxattr(join(m.dir, "f00"), label); !errors.Is(err, c.missing) {
+				t.Errorf("%q: a file without a label: %v, want %v", c.extra, err, c.missing)
+			}
+			if err := unix.Lsetxattr(join(m.dir, "f01"), label, []byte(value), 0); err != nil {
+				t.Fatalf("%q: setting a label: %v", c.extra, err)
+			}
+			if v, err := getxattr(join(m.dir, "f01"), label); err != nil || v != value {
+				t.Errorf("%q: a label set through the mount reads %q, %v; want %q", c.extra, v, err, value)
+			}
+			if err := unix.Lremovexattr(join(m.dir, "f01"), label); err != nil {
+				t.Fatalf("%q: removing the label: %v", c.extra, err)
+			}
+			trace := filepath.Join(t.TempDir(), "trace")
+			if out, err := exec.Command("strace", "-f", "-o", trace, "-e", "trace=lgetxattr", "ls", "-l", m.dir).CombinedOutput(); err != nil {
+				t.Fatalf("strace ls -l: %v: %s", err, out)
+			}
+			b, err := os.ReadFile(trace)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := strings.Count(string(b), `"`+label+`"`); n != c.lsAsks {
+				t.Errorf("%q: ls -l of a directory of 21 entries asked for %s %d times, want %d:\n%s", c.extra, label, n, c.lsAsks, b)
+			}
+		}
+	})
 	t.Run("lower directories given through symlinks are the directories they point to", func(t *testing.T) {
 		m := newTestMountOpts(t, fuseKind, mountOpts{}, lower, layer{})
 		m.unmount()
@@ -235,4 +282,14 @@ func fsyncsOfCopyUp(t *testing.T, lower layer, extra string) int {
 		}
 	}
 	return n
+}
+
+// selinuxRuns reports whether the kernel runs SELinux (it registers selinuxfs only then).
+func selinuxRuns(t *testing.T) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/filesystems")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Contains(string(b), "selinuxfs")
 }

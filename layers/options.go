@@ -51,6 +51,10 @@ type Options struct {
 	StaticNlink bool
 	// NoACL turns POSIX ACL support off (noacl).
 	NoACL bool
+	// SELinuxENODATA answers a getxattr of security.selinux on an object without one
+	// with ENODATA, as a disk filesystem does, also where SELinux does not run
+	// (selinux_enodata); without it such a kernel gets EOPNOTSUPP (fs/xattr.go).
+	SELinuxENODATA bool
 	// XattrPermissions keeps owners and modes written through the mount in an xattr
 	// instead of chowning and chmodding (xattr_permissions=1: security.*, 2: user.*;
 	// 0: off), for daemons that may not chown; see override.go.
@@ -250,6 +254,7 @@ func (o Options) Format() string {
 		{o.SquashToRoot, "squash_to_root"},
 		{o.StaticNlink, "static_nlink"},
 		{o.NoACL, "noacl"},
+		{o.SELinuxENODATA, "selinux_enodata"},
 	}
 	for _, f := range flags {
 		if f.set {

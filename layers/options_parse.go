@@ -168,6 +168,8 @@ func (o *Options) flag(key string) func() {
 		return func() { o.StaticNlink = true }
 	case "noacl":
 		return func() { o.NoACL = true }
+	case "selinux_enodata":
+		return func() { o.SELinuxENODATA = true }
 	}
 	return nil
 }

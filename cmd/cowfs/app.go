@@ -37,6 +37,7 @@ colon, a comma and a backslash, and "double quotes" keep commas and colons:
   squash_to_root        show every owner as 0:0 (squash_to_uid=, squash_to_gid= win)
   static_nlink          show every directory with nlink 1
   noacl                 no POSIX ACL support
+  selinux_enodata       a missing security.selinux is ENODATA even without SELinux
 default_permissions (always on), defaults and the atime options are accepted and
 have no effect.`
 
