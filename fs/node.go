@@ -43,7 +43,8 @@ type node struct {
 	layers *[]int
 	// xattrs caches the topmost copy's attributes (nil: not loaded). Only the daemon
 	// changes the layers, so it stays right until the daemon sets or removes one or
-	// copies the object up; FUSE does not cache xattrs, and `ls -l` asks for two a file.
+	// copies the object up. FUSE caches only ACLs: the kernel asks for each object's ACL
+	// once, `ls -l` for the label (xattr.go), a write or chown for security.capability.
 	xattrs map[string][]byte
 	// ds is a directory's state (nil for anything else); set before the node is
 	// published, never changed.
