@@ -291,5 +291,10 @@ func selinuxRuns(t *testing.T) bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return strings.Contains(string(b), "selinuxfs")
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[len(f)-1] == "selinuxfs" {
+			return true
+		}
+	}
+	return false
 }
