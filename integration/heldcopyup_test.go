@@ -17,12 +17,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// A copy-up that cannot finish must hold up nothing but itself (issue 5: "two processes
-// working in different directories never wait on each other"). The lower layer is a
-// small FUSE filesystem served by this test, whose file a/big answers no read until the
-// test lets it: a process opening a/big for writing starts its copy-up and stays in it.
-// Meanwhile every operation below, in a/ itself and elsewhere, copy-ups of other files
-// included, must finish; then the held copy-up is let go and must bring the data whole.
+// A copy-up or a lookup that cannot finish must hold up nothing but itself (issue 5:
+// "two processes working in different directories never wait on each other"). The lower
+// layer is a small FUSE filesystem served by this test, where the file a/big answers no
+// read, and the name c/hang no lookup, until the test lets them: a process opening a/big
+// for writing starts its copy-up and stays in it, and a process stat'ing c/hang stays in
+// its lookup (a lower layer on a network filesystem that stopped answering). Meanwhile
+// every operation below, in a/ and c/ themselves and elsewhere, copy-ups of other files
+// included, must finish; then the held copy-up and lookup are let go and must end right.
 // Kernel overlayfs runs the same case first, as the reference; cowfs also with
 // GOMAXPROCS=1 (forEachSetting).
 
@@ -85,6 +87,13 @@ var heldCopyUpOps = []struct {
 		}
 		return err
 	}},
+	{"the directory of the held lookup: stat and read another name", func(mnt string) error {
+		got, err := os.ReadFile(filepath.Join(mnt, "c/other"))
+		if err == nil && string(got) != "c/other" {
+			err = fmt.Errorf("read %q", got)
+		}
+		return err
+	}},
 	{"the same directory: copy-up of another lower file's data", func(mnt string) error {
 		return appendTo(filepath.Join(mnt, "a/small"), "+")
 	}},
@@ -112,6 +121,18 @@ func TestHeldCopyUpHoldsUpNoOneElse(t *testing.T) {
 		case <-time.After(20 * time.Second):
 			t.Fatal("the open of a/big for writing did not start its copy-up within 20 s")
 		}
+		looked := make(chan error, 1)
+		go func() {
+			_, err := os.Lstat(filepath.Join(m.dir, "c/hang"))
+			looked <- err
+		}()
+		select {
+		case <-lower.lookingUp:
+		case err := <-looked:
+			t.Fatalf("stat of c/hang returned (%v) without looking it up in the lower layer", err)
+		case <-time.After(20 * time.Second):
+			t.Fatal("stat of c/hang did not reach the lower layer within 20 s")
+		}
 		for _, o := range heldCopyUpOps {
 			done := make(chan error, 1)
 			go func() { done <- o.op(m.dir) }()
@@ -121,12 +142,14 @@ func TestHeldCopyUpHoldsUpNoOneElse(t *testing.T) {
 					t.Errorf("%s, while a/big's copy-up was held: %v", o.name, err)
 				}
 			case <-time.After(10 * time.Second):
-				t.Fatalf("%s: still waiting 10 s into a/big's held copy-up", o.name)
+				t.Fatalf("%s: still waiting 10 s into a/big's held copy-up and c/hang's held lookup", o.name)
 			}
 		}
 		select {
 		case err := <-opened:
 			t.Fatalf("a/big's copy-up ended (%v) while its lower read was held", err)
+		case err := <-looked:
+			t.Fatalf("c/hang's lookup ended (%v) while the lower's was held", err)
 		default:
 		}
 		lower.release()
@@ -137,6 +160,14 @@ func TestHeldCopyUpHoldsUpNoOneElse(t *testing.T) {
 			}
 		case <-time.After(20 * time.Second):
 			t.Fatal("a/big's copy-up did not end within 20 s of its lower read being let go")
+		}
+		select {
+		case err := <-looked:
+			if !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("stat of c/hang after its lower lookup was let go: %v; want ENOENT", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("c/hang's lookup did not end within 20 s of the lower's being let go")
 		}
 		got, err := os.ReadFile(filepath.Join(m.upper, "a/big"))
 		if err != nil {
@@ -182,11 +213,13 @@ func appendTo(path, data string) error {
 }
 
 // gatedLower is a FUSE filesystem for a lower layer: directories a/ (files big and
-// small) and b/ (files other and data). Reads of a/big wait until release.
+// small), b/ (files other and data) and c/ (file other). Reads of a/big, and lookups of
+// c/hang (which does not exist), wait until release.
 type gatedLower struct {
-	reading chan struct{} // closed at the first read of a/big
-	gate    chan struct{} // closed by release
-	once    sync.Once
+	reading   chan struct{} // closed at the first read of a/big
+	lookingUp chan struct{} // closed at the first lookup of c/hang
+	gate      chan struct{} // closed by release
+	once      sync.Once
 }
 
 func (g *gatedLower) release() { g.once.Do(func() { close(g.gate) }) }
@@ -194,7 +227,7 @@ func (g *gatedLower) release() { g.once.Do(func() { close(g.gate) }) }
 // newGatedLower serves a gatedLower at dir until the test ends.
 func newGatedLower(t *testing.T, dir string, big []byte) *gatedLower {
 	t.Helper()
-	g := &gatedLower{reading: make(chan struct{}), gate: make(chan struct{})}
+	g := &gatedLower{reading: make(chan struct{}), lookingUp: make(chan struct{}), gate: make(chan struct{})}
 	root := &gatedDir{build: func(ctx context.Context, r *gatedDir) {
 		mkdir := func(parent *gofs.Inode, name string) *gofs.Inode {
 			d := parent.NewPersistentInode(ctx, &gatedDir{}, gofs.StableAttr{Mode: fuse.S_IFDIR})
@@ -208,6 +241,9 @@ func newGatedLower(t *testing.T, dir string, big []byte) *gatedLower {
 			return &gofs.MemRegularFile{Data: []byte(data), Attr: fuse.Attr{Mode: 0o644}}
 		}
 		a, b := mkdir(&r.Inode, "a"), mkdir(&r.Inode, "b")
+		c := &gatedDir{hang: g}
+		r.AddChild("c", r.NewPersistentInode(ctx, c, gofs.StableAttr{Mode: fuse.S_IFDIR}), false)
+		file(&c.Inode, "other", plain("c/other"))
 		file(a, "big", &gatedFile{MemRegularFile: gofs.MemRegularFile{Data: big, Attr: fuse.Attr{Mode: 0o644}}, g: g})
 		file(a, "small", plain("a/small"))
 		file(b, "other", plain("b/other"))
@@ -229,10 +265,39 @@ func newGatedLower(t *testing.T, dir string, big []byte) *gatedLower {
 	return g
 }
 
-// gatedDir is a directory of the gated lower; the root's build adds the tree.
+// gatedDir is a directory of the gated lower; the root's build adds the tree. In the
+// one with hang set, a lookup of "hang" waits for the gate, then fails with ENOENT.
 type gatedDir struct {
 	gofs.Inode
 	build func(context.Context, *gatedDir)
+	hang  *gatedLower
+	once  sync.Once
+}
+
+var _ = (gofs.NodeLookuper)((*gatedDir)(nil))
+
+func (d *gatedDir) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
+	if d.hang != nil && name == "hang" {
+		d.once.Do(func() { close(d.hang.lookingUp) })
+		select {
+		case <-d.hang.gate:
+		case <-ctx.Done():
+			return nil, syscall.EINTR
+		}
+		return nil, syscall.ENOENT
+	}
+	ch := d.GetChild(name)
+	if ch == nil {
+		return nil, syscall.ENOENT
+	}
+	if ga, ok := ch.Operations().(gofs.NodeGetattrer); ok {
+		var a fuse.AttrOut
+		if errno := ga.Getattr(ctx, nil, &a); errno != 0 {
+			return nil, errno
+		}
+		out.Attr = a.Attr
+	}
+	return ch, 0
 }
 
 var _ = (gofs.NodeOnAdder)((*gatedDir)(nil))
