@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -184,6 +185,73 @@ func TestHeldCopyUpHoldsUpNoOneElse(t *testing.T) {
 	})
 }
 
+// Lookups resolve one name (issue 5: "no whole-directory loading to answer a lookup or a
+// stat"): operations on names of a lower directory of 2,000 files, copy-ups and removals
+// included, make the daemon list it no time; a listing of it then does (the count works).
+// Kernel overlayfs runs first, as the reference.
+func TestOneNameOperationsListNoDirectory(t *testing.T) {
+	requireMounts(t)
+	ops := []struct {
+		name string
+		op   func(d string) error
+	}{
+		{"stat of a file", func(d string) error { _, err := os.Lstat(filepath.Join(d, "f1")); return err }},
+		{"stat of a name that does not exist", func(d string) error {
+			if _, err := os.Lstat(filepath.Join(d, "missing")); !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("got %v, want ENOENT", err)
+			}
+			return nil
+		}},
+		{"read of a file", func(d string) error { _, err := os.ReadFile(filepath.Join(d, "f2")); return err }},
+		{"chmod of a file (copy-up of it and of the directory)", func(d string) error {
+			return os.Chmod(filepath.Join(d, "f3"), 0o600)
+		}},
+		{"append to a file (data copy-up)", func(d string) error { return appendTo(filepath.Join(d, "f4"), "+") }},
+		{"create a file", func(d string) error { return writeSync(filepath.Join(d, "new"), "new") }},
+		{"unlink a lower file", func(d string) error { return os.Remove(filepath.Join(d, "f5")) }},
+		{"rename a lower file", func(d string) error { return os.Rename(filepath.Join(d, "f6"), filepath.Join(d, "f6b")) }},
+		{"hard link a lower file", func(d string) error { return os.Link(filepath.Join(d, "f7"), filepath.Join(d, "f7b")) }},
+		{"symlink and mkdir", func(d string) error {
+			if err := os.Symlink("f8", filepath.Join(d, "link")); err != nil {
+				return err
+			}
+			return os.Mkdir(filepath.Join(d, "sub"), 0o755)
+		}},
+		{"set an xattr on a lower file", func(d string) error {
+			return unix.Lsetxattr(filepath.Join(d, "f9"), "user.k", []byte("v"), 0)
+		}},
+		{"create over a removed lower name", func(d string) error { return writeSync(filepath.Join(d, "f5"), "again") }},
+	}
+	for _, kind := range []mountKind{kernelKind, fuseKind} {
+		t.Run(string(kind), func(t *testing.T) {
+			m := newTestMount(t, kind, layer{}, layer{})
+			m.unmount() // the empty lower0 becomes the mountpoint of the gated lower
+			lower := newGatedLower(t, m.lowers[0], nil)
+			m.mount()
+			t.Cleanup(m.unmount) // before the lower goes
+			d := filepath.Join(m.dir, "many")
+			for _, o := range ops {
+				if err := o.op(d); err != nil {
+					t.Errorf("%s: %v", o.name, err)
+				}
+				if n := lower.listings.Swap(0); n != 0 {
+					t.Errorf("%s: the lower directory was listed %d times", o.name, n)
+				}
+			}
+			names, err := os.ReadDir(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// 2,000 lower files, less f5 (recreated) and f6 (renamed), plus f6b, f7b, link,
+			// new and sub.
+			if len(names) != 2000+4 || lower.listings.Load() == 0 {
+				t.Errorf("a listing: %d names, %d listings of the lower directory; want 2004 names and some listings",
+					len(names), lower.listings.Load())
+			}
+		})
+	}
+}
+
 func writeSync(path, data string) error {
 	f, err := os.Create(path)
 	if err != nil {
@@ -213,9 +281,11 @@ func appendTo(path, data string) error {
 }
 
 // gatedLower is a FUSE filesystem for a lower layer: directories a/ (files big and
-// small), b/ (files other and data) and c/ (file other). Reads of a/big, and lookups of
-// c/hang (which does not exist), wait until release.
+// small), b/ (files other and data), c/ (file other) and many/ (files f0 to f1999).
+// Reads of a/big, and lookups of c/hang (which does not exist), wait until release;
+// listings of many/ are counted.
 type gatedLower struct {
+	listings  atomic.Int32  // READDIRs of many/
 	reading   chan struct{} // closed at the first read of a/big
 	lookingUp chan struct{} // closed at the first lookup of c/hang
 	gate      chan struct{} // closed by release
@@ -238,13 +308,18 @@ func newGatedLower(t *testing.T, dir string, big []byte) *gatedLower {
 			parent.AddChild(name, parent.NewPersistentInode(ctx, node, gofs.StableAttr{}), false)
 		}
 		plain := func(data string) *gofs.MemRegularFile {
-			return &gofs.MemRegularFile{Data: []byte(data), Attr: fuse.Attr{Mode: 0o644}}
+			return &gofs.MemRegularFile{Data: []byte(data), Attr: fuse.Attr{Mode: 0o644, Nlink: 1}}
 		}
 		a, b := mkdir(&r.Inode, "a"), mkdir(&r.Inode, "b")
 		c := &gatedDir{hang: g}
 		r.AddChild("c", r.NewPersistentInode(ctx, c, gofs.StableAttr{Mode: fuse.S_IFDIR}), false)
 		file(&c.Inode, "other", plain("c/other"))
-		file(a, "big", &gatedFile{MemRegularFile: gofs.MemRegularFile{Data: big, Attr: fuse.Attr{Mode: 0o644}}, g: g})
+		many := &gatedDir{listings: &g.listings}
+		r.AddChild("many", r.NewPersistentInode(ctx, many, gofs.StableAttr{Mode: fuse.S_IFDIR}), false)
+		for i := range 2000 {
+			file(&many.Inode, fmt.Sprintf("f%d", i), plain(fmt.Sprintf("many/f%d", i)))
+		}
+		file(a, "big", &gatedFile{MemRegularFile: gofs.MemRegularFile{Data: big, Attr: fuse.Attr{Mode: 0o644, Nlink: 1}}, g: g})
 		file(a, "small", plain("a/small"))
 		file(b, "other", plain("b/other"))
 		file(b, "data", plain("b/data"))
@@ -272,6 +347,21 @@ type gatedDir struct {
 	build func(context.Context, *gatedDir)
 	hang  *gatedLower
 	once  sync.Once
+	// listings counts this directory's READDIRs (nil: not counted).
+	listings *atomic.Int32
+}
+
+var _ = (gofs.NodeReaddirer)((*gatedDir)(nil))
+
+func (d *gatedDir) Readdir(context.Context) (gofs.DirStream, syscall.Errno) {
+	if d.listings != nil {
+		d.listings.Add(1)
+	}
+	var list []fuse.DirEntry
+	for name, ch := range d.Children() {
+		list = append(list, fuse.DirEntry{Name: name, Mode: ch.Mode(), Ino: ch.StableAttr().Ino})
+	}
+	return gofs.NewListDirStream(list), 0
 }
 
 var _ = (gofs.NodeLookuper)((*gatedDir)(nil))
