@@ -1,5 +1,8 @@
 package integration
 
+// Cases over a lower layer that is a FUSE filesystem served by the test itself
+// (gatedLower), which can hold a read or a lookup, and count listings.
+
 import (
 	"bytes"
 	"context"
