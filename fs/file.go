@@ -205,7 +205,8 @@ func (n *node) admit(h *handle) int {
 		return admitMoved
 	}
 	lower := h.layer != layers.Upper && n.ofs.stack.Writable
-	switch pt := n.ofs.passthrough.Load() && n.cachedOpen == 0; {
+	pt := n.ofs.passthrough.Load() && n.cachedOpen == 0 && n.ofs.backing.takes(h.layer, h.fd)
+	switch {
 	case pt && lower:
 		h.passthrough, n.lowerBacked = true, true
 	case n.lowerBacked:

@@ -77,6 +77,9 @@ type overlayFS struct {
 	// passthrough: backing files may be registered (set once the probe after the mount
 	// succeeded; until then files go through the daemon).
 	passthrough atomic.Bool
+	// backing says which layers' files the kernel takes as backing files (passthrough.go);
+	// set before passthrough is, then only read (its own state is atomic).
+	backing *backingLayers
 	// dirEpoch counts the requests that removed, replaced or moved an upper directory;
 	// dirOps is how many RENAME and RMDIR requests are in progress (both atomic, no
 	// lock); dirRing the nodes that keep an upper directory fd (dirfd.go).
@@ -215,6 +218,11 @@ func Mount(opts layers.Options) (*Mounted, error) {
 		if err := probePassthrough(srv); err != nil {
 			ofs.data, whyNot = dataPlain, err.Error()
 		} else {
+			var logf func(string, ...any)
+			if mo.Logger != nil {
+				logf = mo.Logger.Printf
+			}
+			ofs.backing = newBackingLayers(srv, len(ofs.stack.Layers), logf)
 			ofs.passthrough.Store(true)
 		}
 	}

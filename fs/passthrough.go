@@ -6,6 +6,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/cowfs/cowfs/internal/sysx"
 	"github.com/cowfs/cowfs/layers"
@@ -67,7 +68,9 @@ func choosePassthrough(stack *layers.Stack) (bool, string) {
 	if !kernelAtLeast(6, 9) {
 		return false, "kernel older than 6.9"
 	}
-	// The files passed through: the upper's, or on a read-only mount every layer's.
+	// Checked here: the upper layer, or on a read-only mount every layer. A writable
+	// mount's lower layers are checked at their first passed-through file
+	// (backingLayers), so that one that stacks does not cost the others passthrough.
 	check := []int{layers.Upper}
 	if !stack.Writable {
 		check = check[:0]
@@ -151,6 +154,66 @@ func probePassthrough(srv *fuse.Server) error {
 	}
 	srv.UnregisterBackingFd(id)
 	return nil
+}
+
+// backingLayers says, layer by layer, whether the kernel takes the layer's files as
+// backing files. choosePassthrough checks the upper layer before the mount (and every
+// layer of a read-only mount), but on a writable mount lower files are passed through
+// too, and a lower layer may be on a filesystem that stacks (overlayfs, or a FUSE mount
+// that passes through itself): the kernel refuses its files (ELOOP, the stacking limit).
+// go-fuse takes one refusal for "no passthrough on this mount" and then passes nothing
+// through, upper files included, without a word. So the first file of each layer to be
+// passed through is registered once here, and a layer the kernel refuses has its files
+// go through the daemon, with a debug line; the others keep passthrough.
+type backingLayers struct {
+	// try registers and unregisters fd as a backing file.
+	try func(fd int) error
+	// logf prints a debug line (nil without -d).
+	logf func(format string, args ...any)
+	// state, by layer index: backingUntried, backingTaken or backingRefused (atomic;
+	// set once from untried, by whichever open tries first).
+	state []atomic.Int32
+}
+
+const (
+	backingUntried = iota
+	backingTaken
+	backingRefused
+)
+
+func newBackingLayers(srv *fuse.Server, nlayers int, logf func(string, ...any)) *backingLayers {
+	return &backingLayers{
+		try: func(fd int) error {
+			id, errno := srv.RegisterBackingFd(&fuse.BackingMap{Fd: int32(fd)})
+			if errno != 0 {
+				return errno
+			}
+			srv.UnregisterBackingFd(id)
+			return nil
+		},
+		logf:  logf,
+		state: make([]atomic.Int32, nlayers),
+	}
+}
+
+// takes reports whether files of layer li can be passed through; fd is an open file of
+// it, registered once to find out.
+func (b *backingLayers) takes(li, fd int) bool {
+	switch b.state[li].Load() {
+	case backingTaken:
+		return true
+	case backingRefused:
+		return false
+	}
+	err := b.try(fd)
+	st := int32(backingTaken)
+	if err != nil {
+		st = backingRefused
+	}
+	if b.state[li].CompareAndSwap(backingUntried, st) && err != nil && b.logf != nil {
+		b.logf("cowfs: layer %d: files go through the daemon (the kernel refuses them as passthrough backing files: %v)", li, err)
+	}
+	return b.state[li].Load() == backingTaken
 }
 
 // raiseReadahead lets the kernel read ahead as much as one FUSE read carries (1 MiB

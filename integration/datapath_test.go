@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -500,4 +501,77 @@ func firstLines(s string, n int) string {
 		l = l[:n]
 	}
 	return strings.Join(l, "\n")
+}
+
+// A lower layer whose files the kernel refuses as backing files (it stacks: here a
+// read-only kernel overlayfs) has its files go through the daemon, with a debug line;
+// the other layers' files, upper files included, are still passed through. (go-fuse
+// alone takes the first refusal for "no passthrough on this mount".)
+func TestStackedLowerLayerGoesThroughTheDaemon(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("FUSE passthrough needs root (CAP_SYS_ADMIN in the initial user namespace)")
+	}
+	o := mountOpts{env: []string{DataPathEnvDefault}, log: true}
+	m := newTestMountOpts(t, fuseKind, o, layer{}, layer{"plain": file("from the plain lower")}, layer{})
+	m.unmount()
+	// lower0 becomes a read-only overlayfs of two directories of its own.
+	src := t.TempDir()
+	for _, d := range []string{"a", "b"} {
+		if err := os.Mkdir(filepath.Join(src, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(src, "a", "stacked"), []byte("from the stacked lower"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stacked := m.lowers[0]
+	if err := unix.Mount("overlay", stacked, "overlay", unix.MS_RDONLY, "lowerdir="+filepath.Join(src, "a")+":"+filepath.Join(src, "b")); err != nil {
+		t.Fatalf("mount the stacked lower: %v", err)
+	}
+	t.Cleanup(func() { detach(stacked) })
+	m.mount()
+	t.Cleanup(m.unmount) // before the stacked lower goes
+	read := func(rel, want string) {
+		t.Helper()
+		if b, err := os.ReadFile(filepath.Join(m.dir, rel)); err != nil || string(b) != want {
+			t.Errorf("read %s: %q, %v; want %q", rel, b, err, want)
+		}
+	}
+	read("stacked", "from the stacked lower")
+	read("plain", "from the plain lower")
+	if err := os.WriteFile(filepath.Join(m.dir, "new"), []byte("upper"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	read("new", "upper")
+	read("stacked", "from the stacked lower")
+	// A copy-up from the stacked layer; the upper copy is passed through again.
+	f, err := os.OpenFile(filepath.Join(m.dir, "stacked"), os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString("+"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	read("stacked", "from the stacked lower+")
+	m.unmount() // the daemon has written its log
+	log, err := os.ReadFile(m.logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(filepath.Join(src, "a", "stacked")); err != nil || string(b) != "from the stacked lower" {
+		t.Errorf("the stacked lower's file holds %q, %v", b, err)
+	}
+	if !strings.Contains(string(log), "cowfs: layer 1: files go through the daemon") {
+		t.Errorf("no debug line for the stacked layer 1 in the daemon's log")
+	}
+	// One registration per layer: the stacked layer's refused, the plain lower's and the
+	// upper's taken; then the passed-through opens of plain, new and new again.
+	taken := regexp.MustCompile(`BACKING_OPEN .*\(errno 0\)`).FindAllString(string(log), -1)
+	refused := regexp.MustCompile(`BACKING_OPEN .*too many levels`).FindAllString(string(log), -1)
+	if len(refused) != 1 || len(taken) < 1+2+3 {
+		t.Errorf("backing files registered: %d, refused: %d; want at least 6 (the probe, 2 layers, 3 opens) and 1", len(taken), len(refused))
+	}
 }
