@@ -23,10 +23,42 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <link.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22 // Linux 5.14; older kernels refuse it (EINVAL), harmlessly
+#endif
+
+// The program's code and read-only data are mapped up front, in one madvise per
+// segment, in the process that goes on to start Go (the daemon, or any other
+// command). Left to page faults, a Go start and a mount take 70 to 90 faults on
+// these pages (with the kernel's fault-around, 16 pages each), and a fault costs
+// about 13 µs on the benchmark machine, a virtual machine, against a fraction of that
+// for each page mapped by MADV_POPULATE_READ. Mount, `ls` and umount: 34.4 and 34.5 ms
+// without, 33.1 and 31.0 ms with (the mount command 20.1 and 19.6 ms against 18.3 and
+// 17.5; 25 rounds each, alternated, medians). The cost: the whole 7.4 MB is mapped
+// (page cache shared with every other cowfs process), where a daemon maps about 6.4
+// MB of it anyway, and a cold start reads it all from disk.
+static int populate_segment(struct dl_phdr_info *info, size_t size, void *data) {
+	(void)size;
+	(void)data;
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		if (ph->p_type != PT_LOAD || (ph->p_flags & PF_W))
+			continue; // writable data is copied on write: no gain from mapping it
+		uintptr_t start = (info->dlpi_addr + ph->p_vaddr) & ~(uintptr_t)4095;
+		uintptr_t end = (info->dlpi_addr + ph->p_vaddr + ph->p_memsz + 4095) & ~(uintptr_t)4095;
+		madvise((void *)start, end - start, MADV_POPULATE_READ);
+	}
+	return 1; // the first object is the program itself
+}
+
+static void populate_program(void) { dl_iterate_phdr(populate_segment, NULL); }
 
 // cowfs_report_fd is the write end of the report pipe in the forked child, -1
 // everywhere else (earlyfork_cgo.go reads it).
@@ -104,8 +136,10 @@ static void write_str(const char *s) { write_all(2, s, strlen(s)); }
 
 __attribute__((constructor)) static void cowfs_early_fork(int argc, char **argv, char **envp) {
 	(void)envp;
-	if (argv == NULL || !background_mount(argc, argv))
+	if (argv == NULL || !background_mount(argc, argv)) {
+		populate_program();
 		return;
+	}
 	int p[2];
 	if (pipe2(p, O_CLOEXEC) != 0)
 		return; // the re-executing path of daemon_linux.go still works
@@ -127,6 +161,7 @@ __attribute__((constructor)) static void cowfs_early_fork(int argc, char **argv,
 			cowfs_report_fd = p[1];
 		}
 		sigprocmask(SIG_SETMASK, &old, NULL);
+		populate_program(); // after the fork: a child gets no mappings of these pages
 		return;
 	}
 	close(p[1]);
