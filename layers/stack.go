@@ -68,7 +68,7 @@ func Open(o Options) (*Stack, error) {
 	paths = append(paths, o.Lowers...)
 	devs := map[uint64]int{}
 	for i, p := range paths {
-		fd, err := unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		fd, err := openRoot(p, !s.Writable || i != Upper)
 		if err != nil {
 			s.Close()
 			return nil, fmt.Errorf("open layer %q: %w", p, err)
@@ -146,6 +146,30 @@ func (s *Stack) Close() {
 		unix.Close(s.lock)
 		s.lock = -1
 	}
+}
+
+// openRoot opens a layer directory for Layer.Root. A lower layer's is, where the
+// process may, a detached copy of its mount without the mounts below it (what kernel
+// overlayfs makes of each layer, clone_private_mount): a filesystem mounted on a
+// directory inside the layer then stays out of the merged view, and the directory it
+// covers shows, as on the kernel. Where the process may not (no CAP_SYS_ADMIN over its
+// mount namespace: EPERM; a mount below that its user namespace may not uncover:
+// EINVAL), the layer is opened as it is, and such mounts show through. The upper layer
+// is always opened as it is: its copy-ups are renamed in from the work directory, which
+// must be on the same mount.
+func openRoot(p string, lower bool) (int, error) {
+	if lower {
+		fd, err := unix.OpenTree(unix.AT_FDCWD, p, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+		if err == nil {
+			var st unix.Stat_t
+			if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+				unix.Close(fd)
+				return -1, unix.ENOTDIR
+			}
+			return fd, nil
+		}
+	}
+	return unix.Open(p, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 }
 
 // Lower reports whether layer index i is a read-only layer.
