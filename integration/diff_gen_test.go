@@ -325,6 +325,17 @@ func (g *opGen) typeOf(path string) uint32 {
 	return 0
 }
 
+// throughSymlink reports whether a directory component of path is a symlink in the
+// merged view (the model knows paths only as they are spelled, not where they lead).
+func (g *opGen) throughSymlink(path string) bool {
+	for d := filepath.Dir(path); d != "." && d != "/"; d = filepath.Dir(d) {
+		if g.typeOf(d) == unix.S_IFLNK {
+			return true
+		}
+	}
+	return false
+}
+
 func isReg(t uint32) bool { return t == unix.S_IFREG }
 func isDir(t uint32) bool { return t == unix.S_IFDIR }
 
@@ -501,7 +512,10 @@ func (g *opGen) next() dop {
 			for i := 0; i < 16 && isDir(g.typeOf(op.path2)); i++ {
 				op.path2 = g.fresh()
 			}
-			if isDir(g.typeOf(op.path)) || isDir(g.typeOf(op.path2)) {
+			if isDir(g.typeOf(op.path)) || isDir(g.typeOf(op.path2)) ||
+				g.throughSymlink(op.path) || g.throughSymlink(op.path2) {
+				// A path through a symlink may lead to a directory the model does not
+				// know by that path (b -> "." makes b/sub the directory sub).
 				op.path2 = op.path // a rename onto itself changes nothing
 			}
 		}
