@@ -53,6 +53,14 @@ func raceBinary(t testing.TB) string {
 	return raceProg
 }
 
+// removeRaceBinary removes the race-detector build, if a test made one (runMain, when
+// the tests end).
+func removeRaceBinary() {
+	if raceProg != "" {
+		os.RemoveAll(filepath.Dir(raceProg))
+	}
+}
+
 // withProg runs f with fuseProg set to prog (tests using it are not parallel).
 func withProg(prog string, f func()) {
 	old := fuseProg

@@ -46,6 +46,7 @@ func runMain(m *testing.M) int {
 	if skipReason != "" {
 		return m.Run()
 	}
+	defer removeRaceBinary()
 	if prog := os.Getenv("COWFS_TEST_PROG"); prog != "" {
 		p, err := exec.LookPath(prog)
 		if err != nil {
