@@ -42,6 +42,9 @@ func workloads(cfg *config) []*workload {
 		{name: "walk-ls-lR-cold", what: "`ls -lR MNT` after a fresh mount and dropped caches", cold: true, measure: timedArgv(lsR)},
 		{name: "walk-ls-lR-warm", what: "`ls -lR MNT`, second time on the mount", prepare: untimedArgv(lsR), measure: timedArgv(lsR)},
 		{name: "stat-all-warm", what: "lstat(2) of every file of the merged tree (from a list), after one untimed pass", prepare: untimedFunc(statAll), measure: timedFunc(statAll)},
+		{name: "reread-small-warm", what: fmt.Sprintf("read each of %d small lower files spread over the tree as `os.ReadFile` does "+
+			"(open, fstat, read to the end, close), after one untimed pass: warm re-reads, as of headers in a build", cfg.chmodFiles),
+			prepare: untimedFunc(readSmall), measure: timedFunc(readSmall)},
 		{name: "tar-small-cold", what: "`tar -cf - -C MNT usr/share` into a pipe (reads every small file), caches dropped", cold: true, measure: timedArgv(tarDir)},
 		{name: "seqread-cold", what: "`dd bs=1M` of a " + big + " file of the bottom layer to /dev/null, caches dropped", cold: true, measure: timedArgv(seq)},
 		{name: "seqread-warm", what: "the same read, after one untimed read on the mount", prepare: untimedArgv(seq), measure: timedArgv(seq)},
@@ -220,9 +223,9 @@ func appendByte(e *env) error {
 	return f.Close()
 }
 
-// chmodMany times chmod(2) of cfg.chmodFiles regular lower files spread over the
-// tree (never symlinks: chmod would follow them out of the mount), each a copy-up.
-func chmodMany(_ context.Context, e *env) (float64, error) {
+// smallFiles is cfg.chmodFiles regular lower files spread over the tree (never the big
+// files, never symlinks), as paths in the mount.
+func smallFiles(e *env) []string {
 	var small, paths []string
 	for _, rel := range e.st.Regular {
 		if !strings.HasPrefix(rel, "big/") {
@@ -232,6 +235,23 @@ func chmodMany(_ context.Context, e *env) (float64, error) {
 	for _, rel := range sample(small, e.cfg.chmodFiles) {
 		paths = append(paths, e.path(rel))
 	}
+	return paths
+}
+
+// readSmall reads each of smallFiles with os.ReadFile.
+func readSmall(e *env) error {
+	for _, p := range smallFiles(e) {
+		if _, err := os.ReadFile(p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// chmodMany times chmod(2) of smallFiles (chmod would follow a symlink out of the
+// mount), each a copy-up.
+func chmodMany(_ context.Context, e *env) (float64, error) {
+	paths := smallFiles(e)
 	t0 := time.Now()
 	for _, p := range paths {
 		if err := unix.Chmod(p, 0o640); err != nil {
