@@ -162,7 +162,11 @@ func openRoot(p string, lower bool) (int, error) {
 		fd, err := unix.OpenTree(unix.AT_FDCWD, p, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
 		if err == nil {
 			var st unix.Stat_t
-			if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			switch err := unix.Fstat(fd, &st); {
+			case err != nil:
+				unix.Close(fd)
+				return -1, err
+			case st.Mode&unix.S_IFMT != unix.S_IFDIR:
 				unix.Close(fd)
 				return -1, unix.ENOTDIR
 			}
