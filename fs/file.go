@@ -126,6 +126,17 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 				return opened{}, errno
 			}
 			li := n.dataLayer() // a metacopy file's data is below its attributes
+			if n.ofs.stack.Lower(li) {
+				// One openat2 from the layer's root, as fuse-overlayfs opens a file,
+				// where parentDir costs three calls (open the parent, open the file,
+				// close the parent): 2,000 warm re-reads through the daemon took
+				// 253 ms instead of 278 (medians of 9, fuse-overlayfs 241).
+				fd, err := sysx.OpenBeneathNoatime(n.ofs.stack.Layers[li].Root, rel, f&^unix.O_NOATIME)
+				if err != nil {
+					return opened{}, toErrno(err)
+				}
+				return opened{fd, f &^ unix.O_NOATIME, li}, 0
+			}
 			dirfd, name, release, err := n.parentDir(li, rel)
 			if err != nil {
 				return opened{}, toErrno(err)
