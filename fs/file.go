@@ -209,6 +209,8 @@ const (
 // after a copy-up (as on fuse-overlayfs, and on kernel overlayfs for a shared mmap);
 // kernel overlayfs moves such an fd to the upper copy (ovl_real_fdget), which a handle
 // going through the daemon still does (readFd). README, "Intended differences".
+// A lower file smaller than ptMinSize goes through the daemon (smallLower): a
+// lowerBacked node may get such opens too, which need no new node.
 func (n *node) admit(h *handle) int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -216,11 +218,12 @@ func (n *node) admit(h *handle) int {
 		return admitMoved
 	}
 	lower := h.layer != layers.Upper && n.ofs.stack.Writable
-	pt := n.ofs.passthrough.Load() && n.cachedOpen == 0 && n.ofs.backing.takes(h.layer, h.fd)
+	pt := n.ofs.passthrough.Load() && n.cachedOpen == 0 && !n.smallLower(h.layer) &&
+		n.ofs.backing.takes(h.layer, h.fd)
 	switch {
 	case pt && lower:
 		h.passthrough, n.lowerBacked = true, true
-	case n.lowerBacked:
+	case n.lowerBacked && !n.ofs.stack.Lower(h.layer):
 		return admitRepoint
 	case pt:
 		h.passthrough = true
@@ -230,6 +233,24 @@ func (n *node) admit(h *handle) int {
 	n.opens++
 	return admitted
 }
+
+// smallLower reports whether an open of n's copy in layer li goes through the daemon
+// although passthrough is on: a lower file smaller than ptMinSize, while no file of n
+// is passed through (go-fuse would pass this one through too). n.mu held.
+func (n *node) smallLower(li int) bool {
+	return n.ofs.stack.Lower(li) && n.last.valid() && n.last.size < ptMinSize && n.opens == n.cachedOpen
+}
+
+// ptMinSize is the size from which a lower file is passed through. A passed-through
+// open costs two ioctls (register and unregister the backing file) and the kernel's
+// own open of the file, and each passed-through read marks the inode's atime stale
+// (fuse_file_accessed), so the opener's next fstat is a GETATTR; a file read through
+// the daemon is read once and then served from the page cache (FOPEN_KEEP_CACHE; a
+// lower file never changes): a re-read is an OPEN and a RELEASE. Small files are what
+// builds and interpreters re-read. Measured (README, "Data path"): warm re-reads of
+// 5,000 small files 0.34 → 0.25 s, TestTwentyMountsShareLowers 30 → 18–25 s, and no
+// change to a cold `tar` of small files at 32 KiB.
+const ptMinSize = 64 << 10
 
 // PassthroughFd is asked by go-fuse once per open, when the node has no backing file
 // yet; the kernel then opens its own file on the same path with the opener's flags.

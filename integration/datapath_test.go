@@ -315,7 +315,8 @@ func throughDaemon(c behaviourCase) behaviourCase {
 // passed through to that file, and a copy-up while it is open (fs admit) gives the
 // writer the upper copy, never the lower file that is the inode's backing file: the
 // lower layer is unchanged to the byte, new opens read the upper copy (also through a
-// shared mapping), and the old fd keeps reading the lower copy.
+// shared mapping), and the old fd keeps reading the lower copy. A lower file smaller
+// than passthroughMin goes through the daemon, and its read-only fd follows the copy-up.
 func TestPassthroughLowerFiles(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("FUSE passthrough needs root (CAP_SYS_ADMIN in the initial user namespace)")
@@ -331,16 +332,21 @@ func TestPassthroughLowerFiles(t *testing.T) {
 	}
 }
 
+// passthroughMin is the size below which a lower file is read through the daemon even
+// with passthrough on (fs ptMinSize): the files here that must be passed through are
+// larger.
+const passthroughMin = 128 << 10
+
 func testPassthroughLowerFiles(t *testing.T, metacopy bool) {
-	const ten = "0123456789"
-	big := strings.Repeat("abcdefgh", 2048)
+	ten := "0123456789" + strings.Repeat("-", passthroughMin)
+	big := strings.Repeat("abcdefgh", passthroughMin/4)
 	o := mountOpts{env: []string{DataPathEnvDefault}}
 	if metacopy {
 		o.extra = "metacopy=on"
 	}
-	m := newTestMountOpts(t, fuseKind, o, layer{"d/f": file(ten), "d/big": file(big)}, layer{})
+	m := newTestMountOpts(t, fuseKind, o, layer{"d/f": file(ten), "d/big": file(big), "d/small": file("0123456789")}, layer{})
 	if metacopy {
-		for _, f := range []string{"d/f", "d/big"} {
+		for _, f := range []string{"d/f", "d/big", "d/small"} {
 			if err := os.Chmod(filepath.Join(m.dir, f), 0o640); err != nil {
 				t.Fatal(err)
 			}
@@ -350,7 +356,7 @@ func testPassthroughLowerFiles(t *testing.T, metacopy bool) {
 	lowerBig := filepath.Join(m.lowers[0], "d/big")
 	p := func(rel string) string { return filepath.Join(m.dir, rel) }
 	pread := func(fd int) string {
-		buf := make([]byte, 1<<16)
+		buf := make([]byte, 1<<20)
 		n, err := unix.Pread(fd, buf, 0)
 		if err != nil {
 			t.Fatalf("pread: %v", err)
@@ -368,20 +374,21 @@ func testPassthroughLowerFiles(t *testing.T, metacopy bool) {
 
 	ro := open("d/f", unix.O_RDONLY)
 	if got := pread(ro); got != ten {
-		t.Fatalf("read-only fd before the copy-up reads %q", got)
+		t.Fatalf("read-only fd before the copy-up reads %.20q", got)
 	}
 	rw := open("d/f", unix.O_RDWR) // copies up while ro is passed through to the lower file
 	if n, err := unix.Pwrite(rw, []byte("XY"), 2); n != 2 || err != nil {
 		t.Fatalf("pwrite through the fd opened after the copy-up: %d, %v", n, err)
 	}
 	if got := pread(ro); got != ten {
-		t.Errorf("the read-only fd passed through to the lower file reads %q after the copy-up, want the lower copy %q (if it reads the writes, lower files are not passed through)", got, ten)
+		t.Errorf("the read-only fd passed through to the lower file reads %.20q after the copy-up, want the lower copy %.20q (if it reads the writes, lower files are not passed through)", got, ten)
 	}
-	if got := pread(open("d/f", unix.O_RDONLY)); got != "01XY456789" {
-		t.Errorf("a new read-only fd reads %q, want the upper copy", got)
+	written := "01XY456789" + ten[10:]
+	if got := pread(open("d/f", unix.O_RDONLY)); got != written {
+		t.Errorf("a new read-only fd reads %.20q, want the upper copy", got)
 	}
-	if got := pread(rw); got != "01XY456789" {
-		t.Errorf("the writer reads back %q", got)
+	if got := pread(rw); got != written {
+		t.Errorf("the writer reads back %.20q", got)
 	}
 
 	// A shared mapping of the upper copy beside a passed-through lower fd.
@@ -403,13 +410,28 @@ func testPassthroughLowerFiles(t *testing.T, metacopy bool) {
 		t.Errorf("the lower fd of d/big changed")
 	}
 
-	for path, want := range map[string]string{lowerF: ten, lowerBig: big} {
+	// A lower file below passthroughMin goes through the daemon (a warm re-read is
+	// then an OPEN alone: TestRoundTripsTheKernelKeeps), so its read-only fd follows
+	// the copy-up, as on the kernel.
+	roSmall := open("d/small", unix.O_RDONLY)
+	if got := pread(roSmall); got != "0123456789" {
+		t.Fatalf("small file reads %q", got)
+	}
+	if n, err := unix.Pwrite(open("d/small", unix.O_WRONLY), []byte("XY"), 2); n != 2 || err != nil {
+		t.Fatalf("pwrite to the small file: %d, %v", n, err)
+	}
+	if got := pread(roSmall); got != "01XY456789" {
+		t.Errorf("the small file's read-only fd reads %q after the copy-up, want the upper copy (passed through?)", got)
+	}
+
+	lowerSmall := filepath.Join(m.lowers[0], "d/small")
+	for path, want := range map[string]string{lowerF: ten, lowerBig: big, lowerSmall: "0123456789"} {
 		if b, err := os.ReadFile(path); err != nil || string(b) != want {
 			t.Errorf("lower file %s changed: %d bytes, %v", path, len(b), err)
 		}
 	}
-	if b, err := os.ReadFile(filepath.Join(upperOf(m.dir), "d/f")); err != nil || string(b) != "01XY456789" {
-		t.Errorf("upper copy holds %q, %v", b, err)
+	if b, err := os.ReadFile(filepath.Join(upperOf(m.dir), "d/f")); err != nil || string(b) != written {
+		t.Errorf("upper copy holds %.20q, %v", b, err)
 	}
 }
 
@@ -511,8 +533,11 @@ func TestStackedLowerLayerGoesThroughTheDaemon(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("FUSE passthrough needs root (CAP_SYS_ADMIN in the initial user namespace)")
 	}
+	// Files large enough to be passed through (passthroughMin).
+	pad := strings.Repeat(".", passthroughMin)
+	fromStacked, fromPlain := "from the stacked lower"+pad, "from the plain lower"+pad
 	o := mountOpts{env: []string{DataPathEnvDefault}, log: true}
-	m := newTestMountOpts(t, fuseKind, o, layer{}, layer{"plain": file("from the plain lower")}, layer{})
+	m := newTestMountOpts(t, fuseKind, o, layer{}, layer{"plain": file(fromPlain)}, layer{})
 	m.unmount()
 	// lower0 becomes a read-only overlayfs of two directories of its own.
 	src := t.TempDir()
@@ -521,7 +546,7 @@ func TestStackedLowerLayerGoesThroughTheDaemon(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := os.WriteFile(filepath.Join(src, "a", "stacked"), []byte("from the stacked lower"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(src, "a", "stacked"), []byte(fromStacked), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	stacked := m.lowers[0]
@@ -534,16 +559,16 @@ func TestStackedLowerLayerGoesThroughTheDaemon(t *testing.T) {
 	read := func(rel, want string) {
 		t.Helper()
 		if b, err := os.ReadFile(filepath.Join(m.dir, rel)); err != nil || string(b) != want {
-			t.Errorf("read %s: %q, %v; want %q", rel, b, err, want)
+			t.Errorf("read %s: %.40q, %v; want %.40q", rel, b, err, want)
 		}
 	}
-	read("stacked", "from the stacked lower")
-	read("plain", "from the plain lower")
+	read("stacked", fromStacked)
+	read("plain", fromPlain)
 	if err := os.WriteFile(filepath.Join(m.dir, "new"), []byte("upper"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	read("new", "upper")
-	read("stacked", "from the stacked lower")
+	read("stacked", fromStacked)
 	// A copy-up from the stacked layer; the upper copy is passed through again.
 	f, err := os.OpenFile(filepath.Join(m.dir, "stacked"), os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
@@ -555,14 +580,14 @@ func TestStackedLowerLayerGoesThroughTheDaemon(t *testing.T) {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	read("stacked", "from the stacked lower+")
+	read("stacked", fromStacked+"+")
 	m.unmount() // the daemon has written its log
 	log, err := os.ReadFile(m.logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b, err := os.ReadFile(filepath.Join(src, "a", "stacked")); err != nil || string(b) != "from the stacked lower" {
-		t.Errorf("the stacked lower's file holds %q, %v", b, err)
+	if b, err := os.ReadFile(filepath.Join(src, "a", "stacked")); err != nil || string(b) != fromStacked {
+		t.Errorf("the stacked lower's file holds %.40q, %v", b, err)
 	}
 	if !strings.Contains(string(log), "cowfs: layer 1: files go through the daemon") {
 		t.Errorf("no debug line for the stacked layer 1 in the daemon's log")
