@@ -39,11 +39,12 @@ var (
 	_ = (gofs.FilePassthroughFder)((*handle)(nil))
 )
 
-// backingFlags are the open flags passed to the layer file: no creation (done before),
-// no O_DIRECT (FUSE buffers are not aligned; the kernel handles direct I/O to us), and
-// never following a symlink.
+// backingFlags are the open flags passed to the layer file: only flags open(2) knows
+// (sysx.OpenFlags: an exec's OPEN carries __FMODE_EXEC, which openat2 refuses), no
+// creation (done before), no O_DIRECT (FUSE buffers are not aligned; the kernel
+// handles direct I/O to us), and never following a symlink.
 func backingFlags(flags uint32) int {
-	f := int(flags) &^ (unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY | unix.O_DIRECT | unix.O_TRUNC)
+	f := int(flags) & sysx.OpenFlags &^ (unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY | unix.O_DIRECT | unix.O_TRUNC)
 	return f | unix.O_NOFOLLOW | unix.O_CLOEXEC
 }
 

@@ -600,3 +600,29 @@ func TestStackedLowerLayerGoesThroughTheDaemon(t *testing.T) {
 		t.Errorf("backing files registered: %d, refused: %d; want at least 6 (the probe, 2 layers, 3 opens) and 1", len(taken), len(refused))
 	}
 }
+
+// TestExecOfLowerFiles: exec(2) opens the file with __FMODE_EXEC among its flags, which
+// FUSE passes on in the OPEN; openat2, unlike openat, refuses flags it does not know
+// (EINVAL), so a daemon that handed them on could not run a lower program. Scripts
+// of both sizes, on each data path (a small lower file goes through the daemon even
+// with passthrough).
+func TestExecOfLowerFiles(t *testing.T) {
+	requireMounts(t)
+	pad := "#" + strings.Repeat(".", passthroughMin) + "\n"
+	script := "#!/bin/sh\necho ran\n"
+	for _, env := range []string{DataPathEnvDefault, "COWFS_DATAPATH=writeback", "COWFS_DATAPATH=plain"} {
+		t.Run(env, func(t *testing.T) {
+			if env == DataPathEnvDefault && os.Geteuid() != 0 {
+				t.Skip("passthrough needs root")
+			}
+			m := newTestMountOpts(t, fuseKind, mountOpts{env: []string{env}},
+				layer{"small.sh": file(script).mode(0o755), "big.sh": file(script + pad).mode(0o755)}, layer{})
+			for _, name := range []string{"small.sh", "big.sh"} {
+				out, err := exec.Command(filepath.Join(m.dir, name)).CombinedOutput()
+				if err != nil || string(out) != "ran\n" {
+					t.Errorf("exec of lower %s: %q, %v", name, out, err)
+				}
+			}
+		})
+	}
+}

@@ -18,6 +18,14 @@ import (
 // contributes it, so refusing symlinks on the way is always right), no /proc magic links.
 const beneath = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_MAGICLINKS
 
+// OpenFlags are the open flags the kernel knows (VALID_OPEN_FLAGS). openat2 refuses
+// any other bit (EINVAL) where openat ignores it, and FUSE passes on the opener's
+// f_flags, which hold more: __FMODE_EXEC for an exec, FMODE_NONOTIFY for fanotify.
+const OpenFlags = unix.O_ACCMODE | unix.O_CREAT | unix.O_EXCL | unix.O_NOCTTY | unix.O_TRUNC |
+	unix.O_APPEND | unix.O_NONBLOCK | unix.O_SYNC | unix.O_DSYNC | unix.O_ASYNC | unix.O_DIRECT |
+	unix.O_LARGEFILE | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_NOATIME | unix.O_CLOEXEC |
+	unix.O_PATH | unix.O_TMPFILE
+
 // OpenBeneath opens rel (relative to root, "" for root itself) with flags, never
 // leaving root and never following a symlink, the last component included. A rel
 // longer than the kernel takes in one path (PATH_MAX: a tree thousands of levels deep)
