@@ -64,6 +64,8 @@ type node struct {
 	// lowerBacked: a lower file was passed through for this node, so its upper copy is
 	// opened through a new node (admit in file.go).
 	lowerBacked bool
+	// filled: fillCache (file.go) ran for this node; it stores the data once.
+	filled bool
 	// superseded: a new node took this one's place, or will at the name's next lookup:
 	// repoint (passthrough.go), or a copy-up that gave a lower hard link a number of
 	// its own (copyUpNotify).

@@ -335,7 +335,7 @@ func TestPassthroughLowerFiles(t *testing.T) {
 // passthroughMin is the size below which a lower file is read through the daemon even
 // with passthrough on (fs ptMinSize): the files here that must be passed through are
 // larger.
-const passthroughMin = 128 << 10
+const passthroughMin = 64 << 10
 
 func testPassthroughLowerFiles(t *testing.T, metacopy bool) {
 	ten := "0123456789" + strings.Repeat("-", passthroughMin)
@@ -622,6 +622,64 @@ func TestExecOfLowerFiles(t *testing.T) {
 				if err != nil || string(out) != "ran\n" {
 					t.Errorf("exec of lower %s: %q, %v", name, out, err)
 				}
+			}
+		})
+	}
+}
+
+// TestSmallLowerFilesStoredWithTheOpen: the daemon hands a small lower file's data to
+// the page cache with its first open (fs fillCache). Every size around a page reads
+// back whole, also through a mapping, and a copy-up after the store shows the written
+// data to new and old fds alike, never the stored lower bytes.
+func TestSmallLowerFilesStoredWithTheOpen(t *testing.T) {
+	requireMounts(t)
+	sizes := []int{1, 4095, 4096, 4097, 12345, passthroughMin - 1}
+	content := func(n int) string {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte('a' + (i*7+i/4096)%26)
+		}
+		return string(b)
+	}
+	lower := layer{}
+	for _, n := range sizes {
+		lower[fmt.Sprintf("f%d", n)] = file(content(n))
+	}
+	for _, env := range []string{DataPathEnvDefault, "COWFS_DATAPATH=plain"} {
+		t.Run(env, func(t *testing.T) {
+			if env == DataPathEnvDefault && os.Geteuid() != 0 {
+				t.Skip("passthrough needs root")
+			}
+			m := newTestMountOpts(t, fuseKind, mountOpts{env: []string{env}}, lower, layer{})
+			for _, n := range sizes {
+				p := filepath.Join(m.dir, fmt.Sprintf("f%d", n))
+				if b, err := os.ReadFile(p); err != nil || string(b) != content(n) {
+					t.Errorf("%d-byte lower file reads %d bytes, %v (or other bytes)", n, len(b), err)
+				}
+				f, err := os.Open(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				mm, err := unix.Mmap(int(f.Fd()), 0, n, unix.PROT_READ, unix.MAP_SHARED)
+				if err != nil {
+					t.Fatalf("mmap of the %d-byte file: %v", n, err)
+				}
+				if string(mm) != content(n) {
+					t.Errorf("mapping of the %d-byte file differs", n)
+				}
+				unix.Munmap(mm)
+				// A copy-up with the first fd open: the write shows everywhere.
+				if err := os.WriteFile(p, []byte("new"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if b, err := os.ReadFile(p); err != nil || string(b) != "new" {
+					t.Errorf("after the copy-up the %d-byte file reads %.20q, %v", n, b, err)
+				}
+				buf := make([]byte, 16)
+				if k, err := f.ReadAt(buf, 0); string(buf[:k]) != "new" {
+					t.Errorf("the fd opened before the copy-up of the %d-byte file reads %q, %v", n, buf[:k], err)
+				}
+				f.Close()
 			}
 		})
 	}

@@ -63,6 +63,18 @@ func TestRoundTripsTheKernelKeeps(t *testing.T) {
 			},
 			op:      func(m mnt) error { _, err := os.ReadFile(p(m, "f")); return err },
 			exactly: map[string]int{"OPEN": 1}},
+		// The daemon stores a small lower file's data in the page cache with the OPEN
+		// (fs fillCache): no READ, so neither a round trip nor a stale atime. prepare
+		// reads another file first: the mount's first close is a FLUSH, answered once.
+		{name: "a first os.ReadFile of a small lower file is an OPEN alone",
+			prepare: func(m mnt) error { return lstatAndRead(p(m, "f"), p(m, "g")) },
+			op:      func(m mnt) error { return readsLower(p(m, "f")) },
+			exactly: map[string]int{"OPEN": 1}},
+		{name: "without passthrough too, a first os.ReadFile of a small lower file is an OPEN alone",
+			env:     []string{"COWFS_DATAPATH=plain"},
+			prepare: func(m mnt) error { return lstatAndRead(p(m, "f"), p(m, "g")) },
+			op:      func(m mnt) error { return readsLower(p(m, "f")) },
+			exactly: map[string]int{"OPEN": 1}},
 		{name: "without passthrough too, a read of a file read before comes from the page cache",
 			env:     []string{"COWFS_DATAPATH=plain"},
 			prepare: func(m mnt) error { return readRaw(p(m, "f")) },
@@ -222,4 +234,44 @@ func noACL(f string) error {
 		return fmt.Errorf("getxattr system.posix_acl_access: %v, want ENODATA", err)
 	}
 	return nil
+}
+
+// readsLower reads path as os.ReadFile does (open, fstat, read to the end, close),
+// through system calls alone (Go's poller would register the fd: one POLL), and wants
+// the lower file's content.
+func readsLower(path string) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return err
+	}
+	buf := make([]byte, 64<<10)
+	var got []byte
+	for {
+		n, err := unix.Read(fd, buf)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			break
+		}
+		got = append(got, buf[:n]...)
+	}
+	if string(got) != "lower data" || st.Size != int64(len(got)) {
+		return fmt.Errorf("read %q (fstat: %d bytes), want %q", got, st.Size, "lower data")
+	}
+	return nil
+}
+
+// lstatAndRead stats name and reads other: name has its node and attributes, and the
+// mount has had its first close.
+func lstatAndRead(name, other string) error {
+	if _, err := os.Lstat(name); err != nil {
+		return err
+	}
+	return readRaw(other)
 }
