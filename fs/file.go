@@ -202,8 +202,8 @@ func (n *node) Open(ctx context.Context, flags uint32) (gofs.FileHandle, uint32,
 // a WRITE to an upper file and a page fault never take it).
 func (n *node) fillCache(fd int) {
 	n.mu.Lock()
-	size, done := n.last.size, n.filled || !n.last.valid()
-	n.filled = true
+	size, done := n.last.size, n.data&dataFilled != 0 || !n.last.valid()
+	n.data |= dataFilled
 	n.mu.Unlock()
 	if done || size == 0 || size >= ptMinSize {
 		return
@@ -219,6 +219,12 @@ func (n *node) fillCache(fd int) {
 	}
 	n.WriteCache(0, buf[:k]) // an error leaves the pages to READ
 }
+
+// The bits of node.data.
+const (
+	dataLowerBacked uint8 = 1 << iota
+	dataFilled
+)
 
 // admit's answers.
 const (
@@ -239,7 +245,7 @@ const (
 // refused, EINVAL), and go-fuse hands every open of the node the backing file it
 // registered first, until the last such file is released — after its own Release hook,
 // so the daemon cannot know when that is. A node that ever had a lower file as its
-// backing file (lowerBacked) therefore never opens its upper copy: after a copy-up the
+// backing file (dataLowerBacked) therefore never opens its upper copy: after a copy-up the
 // open answers ESTALE and the object gets a new node (repoint); the kernel retries the
 // open once with a fresh lookup (do_filp_open's LOOKUP_REVAL), which finds the new
 // node, same st_ino, next generation, no backing file yet. The old node keeps its
@@ -248,7 +254,7 @@ const (
 // kernel overlayfs moves such an fd to the upper copy (ovl_real_fdget), which a handle
 // going through the daemon still does (readFd). README, "Intended differences".
 // A lower file smaller than ptMinSize goes through the daemon (smallLower): a
-// lowerBacked node may get such opens too, which need no new node.
+// dataLowerBacked node may get such opens too, which need no new node.
 func (n *node) admit(h *handle) int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -260,8 +266,9 @@ func (n *node) admit(h *handle) int {
 		n.ofs.backing.takes(h.layer, h.fd)
 	switch {
 	case pt && lower:
-		h.passthrough, n.lowerBacked = true, true
-	case n.lowerBacked && !n.ofs.stack.Lower(h.layer):
+		h.passthrough = true
+		n.data |= dataLowerBacked
+	case n.data&dataLowerBacked != 0 && !n.ofs.stack.Lower(h.layer):
 		return admitRepoint
 	case pt:
 		h.passthrough = true

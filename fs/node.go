@@ -61,11 +61,11 @@ type node struct {
 	// anon marks a file made with O_TMPFILE that has no name yet; its fd, so it can be
 	// linked into place, is in overlayFS.anonFds.
 	anon bool
-	// lowerBacked: a lower file was passed through for this node, so its upper copy is
-	// opened through a new node (admit in file.go).
-	lowerBacked bool
-	// filled: fillCache (file.go) ran for this node; it stores the data once.
-	filled bool
+	// data holds what the data path did with the node (file.go), as bits:
+	// dataLowerBacked, a lower file was passed through for it, so its upper copy is
+	// opened through a new node (admit); dataFilled, fillCache stored its lower data
+	// in the kernel's page cache, or found it need not (it does so once).
+	data uint8
 	// superseded: a new node took this one's place, or will at the name's next lookup:
 	// repoint (passthrough.go), or a copy-up that gave a lower hard link a number of
 	// its own (copyUpNotify).
