@@ -32,7 +32,7 @@ type config struct {
 	fioIO      int64         // bytes fio reads and writes per run
 	untarFiles int           // files in the archive the create workload unpacks
 	chmodFiles int           // lower files the chmod workload copies up
-	roundtrips int           // lgetxattr calls of the round-trip workload
+	roundtrips int           // lgetxattr calls of roundtrip-getxattr; roundtrip-spaced makes a 25th
 	only       string        // comma-separated workload names or prefixes; empty: all
 	out        string        // the results file (Markdown)
 	chart      string        // the chart of the ratios (PNG)
@@ -52,7 +52,7 @@ func parseFlags() *config {
 	fioIOMiB := flag.Int64("fioio", 64, "MiB fio reads and writes per run (4 KiB random, half reads)")
 	flag.IntVar(&c.untarFiles, "untar", 20000, "files unpacked (then removed) by the create workloads")
 	flag.IntVar(&c.chmodFiles, "chmod", 5000, "lower files chmod copies up")
-	flag.IntVar(&c.roundtrips, "roundtrips", 50000, "lgetxattr calls of the round-trip workload")
+	flag.IntVar(&c.roundtrips, "roundtrips", 50000, "lgetxattr calls of roundtrip-getxattr (roundtrip-spaced makes a 25th of them)")
 	flag.StringVar(&c.only, "only", "", "run only these workloads (comma-separated names or prefixes, e.g. walk,seqread-cold)")
 	flag.StringVar(&c.out, "out", "bench/RESULTS.md", "results file; the chart goes next to it")
 	flag.StringVar(&c.cache, "cache", "/var/tmp/cowfs-bench", "directory for the cached layer stack and the runs")
