@@ -6,6 +6,7 @@ import (
 	"go/token"
 	"reflect"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -42,24 +43,73 @@ func TestSchedFSWrapsEveryRequestWithAReply(t *testing.T) {
 	}
 }
 
-func TestSchedFSTicksAtMostOnceAMillisecond(t *testing.T) {
-	s := newSchedFS(nil, nil)
-	s.tick()
-	first := s.last.Load()
-	if first == 0 {
-		t.Fatal("the first request did not yield")
+func TestSchedFSYieldPeriods(t *testing.T) {
+	const t0 = int64(1e18) // an arbitrary clock reading
+	ms := int64(time.Millisecond)
+	tests := []struct {
+		name string
+		// arrivals of the requests after the first, which yields, in ns after it
+		arrivals []int64
+		// the requests that yield, as indexes into arrivals
+		want []int
+	}{
+		{
+			name:     "requests in a row yield once a millisecond",
+			arrivals: seq(50_000, 50_000, 100),
+			want:     []int{19, 39, 59, 79, 99},
+		},
+		{
+			name:     "requests a millisecond apart yield once every 5 ms",
+			arrivals: seq(ms, ms, 12),
+			want:     []int{4, 9},
+		},
+		{
+			name:     "a request just under the gap after the previous one is in a row",
+			arrivals: []int64{ms - int64(spacedGap) + 1, ms},
+			want:     []int{1},
+		},
+		{
+			name:     "a request the gap after the previous one is spaced",
+			arrivals: []int64{ms - int64(spacedGap), ms},
+			want:     nil,
+		},
+		{
+			name:     "a spaced request after a millisecond in a row does not yield",
+			arrivals: []int64{100_000, 200_000, 300_000, 400_000, 500_000, 600_000, 700_000, 800_000, 900_000, 2 * ms},
+			want:     nil,
+		},
+		{
+			name:     "a request in a row after a spaced one yields on the busy period",
+			arrivals: []int64{2 * ms, 2*ms + 100_000},
+			want:     []int{1},
+		},
 	}
-	for i := 0; i < 100; i++ {
-		s.tick()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSchedFS(nil, nil)
+			if !s.mustYield(t0) {
+				t.Fatal("the first request did not yield")
+			}
+			var got []int
+			for i, at := range tt.arrivals {
+				if s.mustYield(t0 + at) {
+					got = append(got, i)
+				}
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("yielding requests %v, want %v", got, tt.want)
+			}
+		})
 	}
-	if got := s.last.Load(); got != first && time.Duration(got-first) < time.Millisecond {
-		t.Errorf("yielded again %v after the first", time.Duration(got-first))
+}
+
+// seq returns n times from first, step apart.
+func seq(first, step int64, n int) []int64 {
+	out := make([]int64, n)
+	for i := range out {
+		out[i] = first + int64(i)*step
 	}
-	time.Sleep(2 * time.Millisecond)
-	s.tick()
-	if s.last.Load() == first {
-		t.Error("no yield 2 ms after the last one")
-	}
+	return out
 }
 
 func TestRaiseProcsLeavesAnIdlePForEveryReader(t *testing.T) {
