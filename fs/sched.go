@@ -33,9 +33,10 @@ import (
 // after the mount, see mount) gives the runtime more Ps than readers can hold (the
 // readers plus the CPUs), so there is
 // always an idle P and a blocked read keeps its own; and (2) passes each request through
-// schedFS, which yields to the scheduler once a millisecond, so no P's tick stays still
-// for 10 ms. The same run then costs 28–32 µs a request (fuse-overlayfs: 33 µs), with
-// about 4,000 sysmon wake-ups. A GOMAXPROCS set in the environment is left as it is.
+// schedFS, which yields to the scheduler once a millisecond while requests come in a
+// row (spaced ones: below), so no P's tick stays still for 10 ms. The same run then
+// costs 28–32 µs a request (fuse-overlayfs: 33 µs), with about 4,000 sysmon wake-ups.
+// A GOMAXPROCS set in the environment is left as it is.
 //
 // A yield is not free: with idle Ps, runtime.Gosched wakes a second thread to look for
 // work (wakep), and on this VM waking a thread on the other, halted CPU takes tens of
@@ -45,8 +46,8 @@ import (
 // fuse-overlayfs. Yielding less often everywhere is no answer: go-fuse's two or three
 // readers take turns (the kernel wakes the one that has waited longest), so at a
 // period of 5 ms each reader yields only every 15 ms or so, and back-to-back requests
-// then lose to sysmon's take-backs (50,000 getxattr in a row: 1.13–1.23x
-// fuse-overlayfs against 0.94–0.96x). So the period depends on how the requests come:
+// then lose to sysmon's take-backs (50,000 getxattr in a row: 1.02–1.23x
+// fuse-overlayfs against 0.94–1.00x, four runs each). So the period depends on how the requests come:
 // once a millisecond while they come close together, once every 5 ms from a request
 // that comes spacedGap or more after the previous one. Bench, two alternated rounds
 // against the 1 ms period everywhere (cowfs/fuse-overlayfs): roundtrip-spaced
