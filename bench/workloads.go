@@ -203,12 +203,20 @@ func getxattrs(n int) func(*env) error {
 		p := e.path(e.st.ReadFile)
 		buf := make([]byte, 256)
 		for range n {
-			if _, err := unix.Lgetxattr(p, absentXattr, buf); err != unix.ENODATA {
-				return fmt.Errorf("lgetxattr %s %s: %v, want ENODATA", p, absentXattr, err)
+			if err := getAbsentXattr(p, buf); err != nil {
+				return err
 			}
 		}
 		return nil
 	}
+}
+
+// getAbsentXattr is one call of getxattrs: it wants ENODATA.
+func getAbsentXattr(p string, buf []byte) error {
+	if _, err := unix.Lgetxattr(p, absentXattr, buf); err != unix.ENODATA {
+		return fmt.Errorf("lgetxattr %s %s: %v, want ENODATA", p, absentXattr, err)
+	}
+	return nil
 }
 
 // spacedPause is how long roundtrip-spaced sleeps between two calls.
@@ -228,10 +236,10 @@ func spacedGetxattrs(n int) func(context.Context, *env) (float64, error) {
 		for range n {
 			time.Sleep(spacedPause)
 			t0 := time.Now()
-			_, err := unix.Lgetxattr(p, absentXattr, buf)
+			err := getAbsentXattr(p, buf)
 			in += time.Since(t0)
-			if err != unix.ENODATA {
-				return 0, fmt.Errorf("lgetxattr %s %s: %v, want ENODATA", p, absentXattr, err)
+			if err != nil {
+				return 0, err
 			}
 		}
 		return in.Seconds(), nil
