@@ -490,15 +490,37 @@ func (n *node) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*go
 	return n.lookupIn(ctx, fds, rel, name, -1, out)
 }
 
+// knownDir is the entry of name in n when the name holds a directory whose node the
+// kernel still has: it asks again for a name it holds when it revalidates it with
+// LOOKUP_EXCL (mkdir -p, tar -x making every file's parents) or LOOKUP_REVAL. Only the
+// daemon changes the layers the node records (lower layers never change, and every
+// change of the name through the mount updates go-fuse's tree and the node), so they
+// answer without a walk of the layers, as the lookup cache would (and it may not have
+// the name yet: lookup.Cache.set). Not for other objects: a file's node can be left
+// for a new one at its name (superseded).
+func (n *node) knownDir(name string) (lookup.Entry, *gofs.Inode) {
+	c := n.GetChild(name)
+	if c == nil || !c.IsDir() {
+		return lookup.Entry{}, nil
+	}
+	cn, ok := c.Operations().(*node)
+	if !ok || cn.ds == nil {
+		return lookup.Entry{}, nil
+	}
+	sa := c.StableAttr()
+	return lookup.Entry{Layers: cn.getLayers(), Mode: unix.S_IFDIR, Ino: sa.Ino, Gen: sa.Gen}, c
+}
+
 // lookupIn resolves name in n (at rel, whose layer fds are fds) and fills out. listedFrom
 // is -1 for a LOOKUP; for an entry of a READDIRPLUS, the layer the listing found it in
 // (lookup.Resolver.LookupListed).
 func (n *node) lookupIn(ctx context.Context, fds *lookup.DirFds, rel, name string, listedFrom int, out *fuse.EntryOut) (*gofs.Inode, syscall.Errno) {
 	var e lookup.Entry
 	var err error
+	var known *gofs.Inode
 	if listedFrom >= 0 {
 		e, err = n.ofs.res.LookupListed(fds, n.dir(rel), name, listedFrom)
-	} else {
+	} else if e, known = n.knownDir(name); known == nil {
 		e, err = n.ofs.res.LookupIn(fds, n.dir(rel), name)
 	}
 	if err != nil {
@@ -517,7 +539,10 @@ func (n *node) lookupIn(ctx context.Context, fds *lookup.DirFds, rel, name strin
 	n.ofs.fixAttr(&st, e.Layers)
 	n.ofs.metacopyBlocks(&st, e.Layers, crel)
 	n.ofs.fillEntry(out, &st)
-	child := n.newChild(ctx, e)
+	child := known
+	if child == nil {
+		child = n.newChild(ctx, e)
+	}
 	if cn, ok := child.Operations().(*node); ok {
 		cn.remember(&st)
 		// Not for directories: tar -xf looks every existing directory up again before

@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -179,6 +180,29 @@ func TestLookup(t *testing.T) {
 				r.read("abs")
 			}),
 			want: []string{`read link: "reached"`, "read abs: ENOENT"},
+		},
+		{
+			// The kernel looks a directory it holds up again for mkdir (LOOKUP_EXCL);
+			// cowfs answers that from the directory's node (fs knownDir), whose layers
+			// must be the ones after the copy-ups, or the reply's attributes would put
+			// the lower copy's mode back.
+			name: "a directory looked up again after its copy-up shows the upper copy",
+			lowers: []layer{
+				{"a/b/f": file("f")},
+				{"a/b/g": file("g"), "a/c": dir()},
+			},
+			op: ops(func(r *rec) {
+				r.stat("a/b")
+				r.errno("chmod a/b", unix.Chmod(r.p("a/b"), 0o700))
+				r.errno("chmod a/b/f", unix.Chmod(r.p("a/b/f"), 0o600))
+				r.errno("mkdir a", unix.Mkdir(r.p("a"), 0o755))
+				r.errno("mkdir a/b", unix.Mkdir(r.p("a/b"), 0o755))
+				r.errno("mkdir a/c", unix.Mkdir(r.p("a/c"), 0o755))
+				r.val("mode a/b", fmt.Sprintf("%o", r.stat("a/b").Mode))
+				r.errno("mkdir a/b/new", unix.Mkdir(r.p("a/b/new"), 0o755))
+				r.ls("a/b")
+			}),
+			want: []string{"mkdir a: EEXIST", "mkdir a/b: EEXIST", "mkdir a/c: EEXIST", "mode a/b: 40700"},
 		},
 		{
 			name: "every entry type in a lower layer shows through unchanged",

@@ -2,6 +2,7 @@ package lookup
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -65,7 +66,7 @@ func TestCacheGenerations(t *testing.T) {
 		if err != nil && !errors.Is(err, ErrNotExist) {
 			t.Fatal(err)
 		}
-		c.c.Wait()
+		c.flush()
 		return err == nil
 	}
 
@@ -114,7 +115,7 @@ func TestOnlyDirectoriesFillTheCache(t *testing.T) {
 			if _, err := r.Lookup(dir, tc.lookup); err != nil && !errors.Is(err, ErrNotExist) {
 				t.Fatal(err)
 			}
-			c.c.Wait()
+			c.flush()
 			if err := tc.change(upper); err != nil {
 				t.Fatal(err)
 			}
@@ -140,7 +141,7 @@ func TestListedLookupsReadButDoNotFillTheCache(t *testing.T) {
 	if _, err := r.LookupListed(fds, dir, "d", 0); err != nil {
 		t.Fatal(err)
 	}
-	c.c.Wait()
+	c.flush()
 	if got, ok := c.get(dir, "d"); ok {
 		t.Fatalf("a listed lookup filled the cache: %+v", got)
 	}
@@ -149,7 +150,7 @@ func TestListedLookupsReadButDoNotFillTheCache(t *testing.T) {
 	if _, err := r.LookupIn(fds, dir, "d"); err != nil {
 		t.Fatal(err)
 	}
-	c.c.Wait()
+	c.flush()
 	if _, ok := c.get(dir, "d"); !ok {
 		t.Fatal("LookupIn did not fill the cache")
 	}
@@ -179,7 +180,7 @@ func TestCacheNeverAnswersForAnotherKey(t *testing.T) {
 	}
 	c := newTestCache(t)
 	c.set(stored, "f", e)
-	c.c.Wait()
+	c.flush()
 	if got, ok := c.get(stored, "f"); !ok || got.Ino != 77 {
 		t.Fatalf("the stored entry is not served under its own key: %+v, %v", got, ok)
 	}
@@ -195,7 +196,7 @@ func TestCacheNeverAnswersForAnotherKey(t *testing.T) {
 		d := Dir{ID: 1, Gen: 1, Layers: []int{0, 1}}
 		// What a colliding key would leave in ristretto's slot for d/f.
 		c.c.Set(key(d, "f"), cached{key: key(Dir{ID: 2, Gen: 1}, "f"), e: Entry{}}, 1)
-		c.c.Wait()
+		c.flush()
 		if _, ok := c.c.Get(key(d, "f")); !ok {
 			t.Fatal("ristretto did not keep the planted value")
 		}
@@ -277,4 +278,26 @@ func TestResolverConcurrentUse(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// A set waits in the pending batch (not found) until setBatch entries were set; the set
+// that fills the batch hands them all to ristretto.
+func TestSetsJoinABatch(t *testing.T) {
+	c := newTestCache(t)
+	dir := Dir{ID: 7, Gen: 1, Layers: []int{0, 1}}
+	e := Entry{Layers: []int{1}, Mode: unix.S_IFDIR, Ino: 5}
+	c.set(dir, "first", e)
+	c.c.Wait()
+	if _, ok := c.get(dir, "first"); ok {
+		t.Fatal("an entry was found before its batch was full")
+	}
+	for i := 1; i < setBatch; i++ {
+		c.set(dir, fmt.Sprintf("n%d", i), e)
+	}
+	c.c.Wait()
+	for _, name := range []string{"first", "n1", fmt.Sprintf("n%d", setBatch-1)} {
+		if got, ok := c.get(dir, name); !ok || got.Ino != 5 {
+			t.Errorf("get(%q) = %+v, %v after a full batch; want the entry", name, got, ok)
+		}
+	}
 }
