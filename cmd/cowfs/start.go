@@ -85,6 +85,11 @@ func serve(opts layers.Options, ready func(error)) error {
 		restoreGC()
 	} else {
 		time.AfterFunc(gcQuietFor, restoreGC)
+		time.AfterFunc(programPagesKeptFor, func() {
+			if _, err := dropProgramPages(); err != nil && opts.Debug {
+				fmt.Fprintf(os.Stderr, "cowfs: program pages kept: %v\n", err)
+			}
+		})
 	}
 	ready(err)
 	if err != nil {
