@@ -2,6 +2,7 @@ package integration
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -180,6 +181,21 @@ func TestLookup(t *testing.T) {
 				r.read("abs")
 			}),
 			want: []string{`read link: "reached"`, "read abs: ENOENT"},
+		},
+		{
+			// fs's node.rel joins the names of the path into one string, keeping up to
+			// 16 of them on the stack; deeper paths take another way.
+			name: "a file 20 directories down is read, changed and copied up",
+			lowers: []layer{{strings.Repeat("d/", 19) + "dir-twenty/f": file("deep")}},
+			op: ops(func(r *rec) {
+				p := strings.Repeat("d/", 19) + "dir-twenty/f"
+				r.read(p)
+				r.errno("chmod", unix.Chmod(r.p(p), 0o600))
+				r.val("mode", fmt.Sprintf("%o", r.stat(p).Mode))
+				r.read(p)
+			}),
+			want:       []string{`read d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/d/dir-twenty/f: "deep"`, "mode: 100600"},
+			checkUpper: upperIs(strings.Repeat("d/", 19)+"dir-twenty/f", "file"),
 		},
 		{
 			// The kernel looks a directory it holds up again for mkdir (LOOKUP_EXCL);
