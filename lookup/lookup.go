@@ -193,7 +193,9 @@ func (r *Resolver) resolve(fds *DirFds, dirLayers []int, name string, from int) 
 			}
 			e.Ino, e.Gen = r.fileIno(li, dirfd, rel, name, &st)
 			e.Multi = r.stack.Lower(li) && st.Nlink > 1
-			e.Stat = &st
+			// A copy: taking st's address would put every layer's st on the heap.
+			top := st
+			e.Stat = &top
 			return e, nil
 		}
 		if e.Layers == nil {

@@ -93,6 +93,15 @@ func TestLookupMergeRule(t *testing.T) {
 			want:   map[string]want{"d": dirIn(0, 1), "d/f": absent, "d/g": fileIn(1)},
 		},
 		{
+			// DirFds keeps the first four layers it opens inline and the rest in a map.
+			name:  "a directory in seven layers merges them all, and an xattr whiteout in the sixth hides only the seventh's file",
+			upper: spec{"d": "dir", "d/u": "file"},
+			lowers: []spec{{"d": "dir"}, {"d": "dir"}, {"d": "dir", "d/three": "file"}, {"d": "dir"},
+				{"d": "opaque-x", "d/f": "xwh", "d/five": "file"}, {"d": "dir", "d/f": "file", "d/six": "file"}},
+			want: map[string]want{"d": dirIn(0, 1, 2, 3, 4, 5, 6), "d/u": fileIn(0), "d/three": fileIn(3),
+				"d/five": fileIn(5), "d/f": absent, "d/six": fileIn(6)},
+		},
+		{
 			name:   "an xattr whiteout marker outside an opaque=x directory is an ordinary empty file",
 			upper:  spec{"d": "dir", "d/f": "xwh"},
 			lowers: []spec{{"d/f": "file"}},
@@ -332,6 +341,55 @@ func TestLookupListedSkipsLowerLayersAboveTheListedOne(t *testing.T) {
 			}
 			if !slices.Equal(got.layers, tc.want.layers) || got.mode != tc.want.mode {
 				t.Errorf("LookupListed(from 2) = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// openFds counts this process's open fds.
+func openFds(t *testing.T) int {
+	t.Helper()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// A DirFds opens each layer's copy of its directory once, however many layers and
+// names it is asked about, and Close closes them all.
+func TestDirFdsOpenEachLayerOnceAndCloseAll(t *testing.T) {
+	for _, n := range []int{1, 4, 5, 9} {
+		t.Run(fmt.Sprintf("%d layers", n), func(t *testing.T) {
+			lowers := make([]spec, n)
+			for i := range lowers {
+				lowers[i] = spec{"d": "dir", fmt.Sprintf("d/f%d", i): "file"}
+			}
+			f := openStack(t, spec{"d": "dir"}, lowers...)
+			r := lookup.New(f.stack, nil)
+			d := lookup.Dir{ID: 2, Rel: "d"}
+			for i := range f.stack.Layers {
+				d.Layers = append(d.Layers, i)
+			}
+			before := openFds(t)
+			fds := lookup.NewDirFds(f.stack, "d")
+			for round := 0; round < 3; round++ {
+				for i := range n {
+					e, err := r.LookupIn(fds, d, fmt.Sprintf("f%d", i))
+					if err != nil || !slices.Equal(e.Layers, []int{i + 1}) {
+						t.Fatalf("f%d: %+v, %v; want it in layer %d", i, e, err, i+1)
+					}
+				}
+				if _, err := r.LookupIn(fds, d, "absent"); !errors.Is(err, unix.ENOENT) {
+					t.Fatalf("absent: %v", err)
+				}
+				if got := openFds(t) - before; got != n+1 {
+					t.Fatalf("round %d: %d fds open, want one a layer (%d)", round, got, n+1)
+				}
+			}
+			fds.Close()
+			if got := openFds(t) - before; got != 0 {
+				t.Errorf("%d fds left open after Close", got)
 			}
 		})
 	}
