@@ -26,8 +26,9 @@ type Cache struct {
 // context switches, tens of µs on this VM); the sends of a batch that follow the
 // first find it awake and wake nothing. chmod of 5,000 lower files spread over the
 // benchmark tree on a metacopy mount (about 3,700 directories looked up for the first
-// time), four alternated rounds: 24,150-25,020 context switches of the daemon against
-// 26,190-32,650 with a Set each, 1.64-1.73 s of its CPU against 1.73-2.17 s.
+// time), four alternated rounds: the daemon's context switches 24,150-30,340 (median
+// 24,840) against 26,190-37,470 (31,910) with a Set each, its CPU 1.64-2.86 s (1.69)
+// against 1.73-3.20 s (2.07).
 const setBatch = 32
 
 type cached struct {
