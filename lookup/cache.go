@@ -121,6 +121,11 @@ func (c *Cache) set(dir Dir, name string, e Entry) {
 	batch := c.pending
 	c.pending = make([]cached, 0, setBatch)
 	c.mu.Unlock()
+	c.hand(batch)
+}
+
+// hand gives ristretto the entries of batch, one Set each.
+func (c *Cache) hand(batch []cached) {
 	for _, v := range batch {
 		c.c.Set(v.key, v, 1)
 	}
@@ -132,8 +137,6 @@ func (c *Cache) flush() {
 	batch := c.pending
 	c.pending = nil
 	c.mu.Unlock()
-	for _, v := range batch {
-		c.c.Set(v.key, v, 1)
-	}
+	c.hand(batch)
 	c.c.Wait()
 }
