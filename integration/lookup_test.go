@@ -185,7 +185,7 @@ func TestLookup(t *testing.T) {
 		{
 			// fs's node.rel joins the names of the path into one string, keeping up to
 			// 16 of them on the stack; deeper paths take another way.
-			name: "a file 20 directories down is read, changed and copied up",
+			name:   "a file 20 directories down is read, changed and copied up",
 			lowers: []layer{{strings.Repeat("d/", 19) + "dir-twenty/f": file("deep")}},
 			op: ops(func(r *rec) {
 				p := strings.Repeat("d/", 19) + "dir-twenty/f"
