@@ -116,10 +116,10 @@ func serve(opts layers.Options, ready func(error)) error {
 // files), and Go's default of 100 lets the heap grow to twice that before collecting:
 // peak RSS after the walk 72.2-75.3 MiB, against 62.2-64.2 MiB at 50 (fuse-overlayfs
 // 54.1). The collections this adds cost little in the benchmark's rows (two alternated
-// runs each, cowfs/fuse-overlayfs, 50 against 100): cold find 0.72,
-// 0.75 against 0.92, 0.75; cold ls -lR 0.76, 1.17 against 1.02, 0.87; 50,000 getxattr
-// 1.17, 0.95 against 1.02, 0.99; chmod volatile 0.76, 0.70 against 0.68, 0.80;
-// re-reads 0.95, 0.77 against 0.92, 0.95. Untar of 20,000 files, which makes as many
+// runs each, cowfs/fuse-overlayfs, 50 against 100): cold find 0.72, 0.75 against 0.92,
+// 0.75; cold ls -lR 0.76, 1.17 against 1.02, 0.87; 50,000 getxattr 1.17, 0.95 against
+// 1.02, 0.99; chmod volatile 0.76, 0.70 against 0.68, 0.80; re-reads 0.95, 0.77
+// against 0.92, 0.95. Untar of 20,000 files, which makes as many
 // nodes, may pay up to a tenth: 1.21, 1.14 against 0.83, 1.10 (cowfs's medians 12.6 and
 // 12.4 s against 11.4 and 11.5 s). (At 97b6a47, when a cold find still made a node for
 // every file, 50 cost that find 6 %.)
